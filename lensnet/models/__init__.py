@@ -1,0 +1,8 @@
+"""Lens-finder architectures, one family per module, registered by name."""
+
+from lensnet.models.registry import ModelSpec, create_model, list_models, model_spec, register_model
+
+# Family modules register their entry points on import.
+from lensnet.models import deeplens, efficientnet, lens_detector, lensresnet, lexactum, ou  # noqa: E402,F401
+
+__all__ = ["ModelSpec", "create_model", "list_models", "model_spec", "register_model"]

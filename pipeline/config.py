@@ -1,0 +1,157 @@
+"""The settings of one survey run: one validated object, layered defaults < YAML < flags.
+
+Every command-line flag of ``run_survey.py`` has a YAML key of the same name with ``_``
+for ``-``; the resolved settings are saved as ``run.yaml`` in the output directory and in
+the catalogue's metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CLUSTERS = ("local", "cuda", "slurm")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or wrong; the message says which and what to do."""
+
+
+@dataclass
+class Settings:
+    """Everything a survey run needs. Paths are as given (relative to the working directory).
+
+    Attributes:
+        images: path pattern with ``{tile}`` and ``{band}``, e.g. ``tiles/{tile}_{band}.fits``.
+        catalog: CSV, FITS table or Parquet with columns ``id``, ``ra``, ``dec`` (degrees).
+        bands: band names in the order the model expects; default: the model's own bands.
+        out: output directory (created; a rerun resumes into it).
+        model: a shipped model name (``default``) or a checkpoint directory.
+        workers: number of Dask worker processes to start (ignored with ``scheduler``).
+        threads_per_worker: PyTorch threads per worker; default: cores / workers.
+        scheduler: address of an existing Dask scheduler to use instead of starting workers.
+        cluster: ``local`` (CPU), ``cuda`` (one dask-cuda worker per GPU) or ``slurm`` (dask-jobqueue).
+        device: where the model runs: ``auto`` picks CUDA when the worker has a GPU.
+        shard_size: objects per Zarr chunk and per inference task.
+        batch_size: stamps per forward pass.
+        force: discard an output directory made with other settings instead of refusing.
+        progress: draw a progress bar in the terminal.
+        demo: generate a mock survey into ``out/mock_survey`` and run on it.
+        demo_objects: size of the demo's mock survey.
+        seed: seed of the demo's mock survey.
+    """
+
+    images: str | None = None
+    catalog: str | None = None
+    bands: list[str] | None = None
+    out: str | None = None
+    model: str = "default"
+    workers: int | None = None
+    threads_per_worker: int | None = None
+    scheduler: str | None = None
+    cluster: str = "local"
+    device: str = "auto"
+    shard_size: int = 512
+    batch_size: int = 256
+    force: bool = False
+    progress: bool = True
+    demo: bool = False
+    demo_objects: int = 1200
+    seed: int = 0
+    dashboard_address: str = ":8787"
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls) if f.name != "extra"]
+
+    def validate(self) -> "Settings":
+        """Check values that do not need the file system; return self."""
+        if self.out is None:
+            raise SettingsError("--out is required: the directory for the catalogue and the cutout store")
+        if not self.demo:
+            if not self.images:
+                raise SettingsError("--images is required: a path pattern such as 'tiles/{tile}_{band}.fits'")
+            if not self.catalog:
+                raise SettingsError("--catalog is required: a CSV, FITS or Parquet file with id, ra, dec")
+            missing = [key for key in ("{tile}", "{band}") if key not in self.images]
+            if missing:
+                raise SettingsError(
+                    f"--images {self.images!r} lacks the placeholder(s) {' and '.join(missing)}; "
+                    "write e.g. 'tiles/{tile}_{band}.fits'"
+                )
+        if self.cluster not in CLUSTERS:
+            raise SettingsError(f"--cluster must be one of {', '.join(CLUSTERS)}, not {self.cluster!r}")
+        if self.device not in DEVICES:
+            raise SettingsError(f"--device must be one of {', '.join(DEVICES)}, not {self.device!r}")
+        for name in ("shard_size", "batch_size", "demo_objects"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"--{name.replace('_', '-')} must be a positive integer")
+        for name in ("workers", "threads_per_worker"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise SettingsError(f"--{name.replace('_', '-')} must be a positive integer")
+        if self.bands is not None and len(set(self.bands)) != len(self.bands):
+            raise SettingsError(f"--bands lists a band twice: {','.join(self.bands)}")
+        return self
+
+    def resolved_workers(self) -> int:
+        return self.workers or max(1, min(4, os.cpu_count() or 1))
+
+    def resolved_threads(self) -> int:
+        return self.threads_per_worker or max(1, (os.cpu_count() or 1) // self.resolved_workers())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in self.keys()}
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def parse_bands(value: str | list[str] | None) -> list[str] | None:
+    """``"g,r,i"`` or ``["g", "r", "i"]`` -> ``["g", "r", "i"]``."""
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else [str(item) for item in value]
+    bands = [item.strip() for item in items if item.strip()]
+    if not bands:
+        raise SettingsError("--bands is empty; give a comma-separated list such as g,r,i")
+    return bands
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a settings YAML file, rejecting keys that are not settings."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise SettingsError(f"--config {path}: no such file") from None
+    except yaml.YAMLError as error:
+        raise SettingsError(f"--config {path} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"--config {path} must hold a mapping of setting: value")
+    data = {str(key).replace("-", "_"): value for key, value in data.items()}
+    unknown = sorted(set(data) - set(Settings.keys()))
+    if unknown:
+        raise SettingsError(f"--config {path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(Settings.keys())}")
+    return data
+
+
+def resolve(config_file: str | Path | None = None, **flags: Any) -> Settings:
+    """Layer the defaults, then the YAML file, then the flags that were given (not None)."""
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        values.update(load_yaml(config_file))
+    values.update({key: value for key, value in flags.items() if value is not None})
+    values["bands"] = parse_bands(values.get("bands"))
+    try:
+        settings = Settings(**values)
+    except TypeError as error:
+        raise SettingsError(str(error)) from None
+    return settings.validate()

@@ -1,0 +1,112 @@
+"""Finding the survey's tiles on disk and reading what the planner needs from their headers."""
+
+from __future__ import annotations
+
+import glob
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS
+from astropy.wcs.utils import proj_plane_pixel_scales
+
+
+class InputError(ValueError):
+    """An input file or pattern is missing or malformed; the message says which."""
+
+
+@dataclass
+class Tile:
+    """One tile: a file per band on a common pixel grid.
+
+    Attributes:
+        name: the value of ``{tile}`` in the image pattern.
+        paths: band name -> FITS file.
+        shape: (rows, columns) of the pixel grid.
+        wcs: the celestial WCS of the grid (of the first band).
+        pixel_scale_arcsec: mean pixel side.
+        error: why the tile's headers could not be read; such a tile fails only its own objects.
+    """
+
+    name: str
+    paths: dict[str, Path]
+    shape: tuple[int, int] = (0, 0)
+    wcs: WCS | None = None
+    pixel_scale_arcsec: float = float("nan")
+    error: str | None = None
+
+
+def find_image_hdu(hdul: fits.HDUList) -> int:
+    """Index of the first HDU holding a 2-D image (primary, image extension or tile-compressed)."""
+    for index, hdu in enumerate(hdul):
+        if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)) and hdu.header.get("NAXIS") == 2:
+            return index
+    raise InputError(f"{hdul.filename()} holds no 2-D image HDU")
+
+
+def discover_tiles(pattern: str, bands: list[str]) -> list[Tile]:
+    """Every tile matching ``pattern`` (with ``{tile}`` and ``{band}``), each with every band.
+
+    Files for bands not in ``bands`` are ignored. A tile lacking a requested band is an
+    error naming the missing files, since silently dropping it would lose its objects.
+    """
+    regex = re.compile(
+        re.escape(pattern)
+        .replace(re.escape("{tile}"), r"(?P<tile>[^/]+?)")
+        .replace(re.escape("{band}"), r"(?P<band>[^/]+?)")
+        + r"\Z"
+    )
+    found: dict[str, dict[str, Path]] = {}
+    for path in glob.glob(pattern.replace("{tile}", "*").replace("{band}", "*")):
+        match = regex.match(path)
+        if match and match["band"] in bands:
+            found.setdefault(match["tile"], {})[match["band"]] = Path(path)
+    if not found:
+        raise InputError(f"no file matches --images {pattern!r} for bands {','.join(bands)}")
+    incomplete = {tile: sorted(set(bands) - set(paths)) for tile, paths in found.items() if set(paths) != set(bands)}
+    if incomplete:
+        listing = "; ".join(
+            f"{tile} lacks {', '.join(pattern.format(tile=tile, band=band) for band in missing)}"
+            for tile, missing in sorted(incomplete.items())[:5]
+        )
+        raise InputError(f"{len(incomplete)} tile(s) lack bands: {listing}")
+    return [Tile(name, {band: found[name][band] for band in bands}) for name in sorted(found)]
+
+
+def read_tile_header(tile: Tile) -> Tile:
+    """Fill ``shape``, ``wcs`` and ``pixel_scale_arcsec`` from the headers; on failure set ``error``."""
+    grids = []
+    try:
+        for band, path in tile.paths.items():
+            with fits.open(path, memmap=True) as hdul:
+                header = hdul[find_image_hdu(hdul)].header
+                shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
+                wcs = WCS(header, naxis=2)
+            if not wcs.has_celestial:
+                raise InputError(f"{path} has no celestial WCS")
+            grids.append((band, shape, wcs))
+    except (OSError, InputError, KeyError, ValueError) as error:
+        tile.error = f"{type(error).__name__}: {error}"
+        return tile
+    band0, shape0, wcs0 = grids[0]
+    for band, shape, wcs in grids[1:]:
+        same_grid = shape == shape0 and np.allclose(wcs.wcs.crval, wcs0.wcs.crval) and np.allclose(
+            wcs.pixel_scale_matrix, wcs0.pixel_scale_matrix) and np.allclose(wcs.wcs.crpix, wcs0.wcs.crpix)
+        if not same_grid:
+            tile.error = (
+                f"band {band} of tile {tile.name} is not on the pixel grid of band {band0}; "
+                "bands of one tile must share shape and WCS"
+            )
+            return tile
+    tile.shape, tile.wcs = shape0, wcs0
+    tile.pixel_scale_arcsec = float(np.mean(proj_plane_pixel_scales(wcs0.celestial)) * 3600.0)
+    return tile
+
+
+def read_tile_headers(tiles: list[Tile], threads: int = 8) -> list[Tile]:
+    """Read every tile's headers, in parallel threads (header reads are I/O bound)."""
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(read_tile_header, tiles))
