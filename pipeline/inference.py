@@ -1,0 +1,112 @@
+"""Scoring stamps: the model lives once per worker (a WorkerPlugin), tasks borrow it.
+
+The same :func:`score_stamps` serves the Dask workers and single-process use, so the
+two paths give the same numbers by construction and a test checks it.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from distributed import WorkerPlugin, get_worker
+
+from lensnet.checkpoint import LoadedModel, ModelConfig, load_model
+from lensnet.preprocess import normalise
+
+PLUGIN_NAME = "lensfinder-model"
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def pick_device(request: str = "auto") -> torch.device:
+    """``auto`` -> the worker's GPU when it has one (dask-cuda sets CUDA_VISIBLE_DEVICES per worker)."""
+    if request == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if request == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was requested but this worker sees no CUDA device")
+    return torch.device(request)
+
+
+def autocast_for(device: torch.device, precision: str = "auto"):
+    """Mixed precision on GPUs (bf16 by default), full precision on CPUs."""
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    if precision == "fp32":
+        return nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def preprocess(stamps: np.ndarray, config: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The normalisation named by the model's config; returns (inputs, had-bad-pixels)."""
+    return normalise(stamps, config.normalisation, **config.normalisation_params)
+
+
+@torch.inference_mode()
+def score_stamps(
+    loaded: LoadedModel, stamps: np.ndarray, batch_size: int = 256, precision: str = "auto"
+) -> np.ndarray:
+    """Logits for raw stamps (n, bands, S, S): preprocess, then batched forward passes."""
+    inputs, _ = preprocess(stamps, loaded.config)
+    device = next(loaded.module.parameters()).device
+    logits = np.empty(len(inputs), dtype=np.float32)
+    for start in range(0, len(inputs), batch_size):
+        batch = torch.from_numpy(np.ascontiguousarray(inputs[start : start + batch_size])).to(device, non_blocking=True)
+        with autocast_for(device, precision):
+            output = loaded.module(batch)
+        logits[start : start + len(batch)] = output.float().cpu().numpy()
+    return logits
+
+
+class ModelPlugin(WorkerPlugin):
+    """Loads a checkpoint once when a worker starts; only its name travels to the workers.
+
+    Attributes:
+        model: shipped model name or checkpoint directory (must be readable by the workers).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        torch_threads: intra-op threads for CPU inference. Dask's nanny sets OMP threads
+            to 1 in workers, so the count is set here on purpose.
+    """
+
+    name = PLUGIN_NAME
+
+    def __init__(self, model: str, device: str = "auto", torch_threads: int | None = None, precision: str = "auto"):
+        self.model = str(model)
+        self.device = device
+        self.torch_threads = torch_threads
+        self.precision = precision
+        self.loaded: LoadedModel | None = None
+        self.lock = threading.Lock()
+
+    def setup(self, worker=None) -> None:
+        device = pick_device(self.device)
+        if device.type == "cpu" and self.torch_threads:
+            torch.set_num_threads(self.torch_threads)
+        self.loaded = load_model(self.model, device=device)
+
+    def score(self, stamps: np.ndarray, batch_size: int) -> np.ndarray:
+        # One forward pass at a time per worker: several Dask threads sharing one model
+        # would oversubscribe the cores (CPU) or the memory (GPU).
+        with self.lock:
+            return score_stamps(self.loaded, stamps, batch_size, self.precision)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["loaded"] = None
+        state["lock"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.lock = threading.Lock()
+
+
+def worker_model() -> ModelPlugin:
+    """The plugin registered on the current worker (call inside a task)."""
+    try:
+        return get_worker().plugins[PLUGIN_NAME]
+    except KeyError:
+        raise RuntimeError("no model is loaded on this worker; register ModelPlugin with the client first") from None

@@ -1,0 +1,175 @@
+"""Running a survey: ``run(settings)`` makes its own client, ``run_with_client`` uses yours.
+
+The graph has two tasks per shard — ``cut-NNNNNN`` (tiles -> Zarr) and ``score-NNNNNN``
+(Zarr -> logits) — whose part files are the resume markers; a final merge on the client
+writes the ranked catalogue.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import dask
+from distributed import Client, performance_report, progress
+
+from catalogs.flags import documentation as flags_documentation
+from lensnet.checkpoint import load_config, resolve_checkpoint, sha256_of, WEIGHTS_FILE
+from pipeline import store
+from pipeline.catalog_input import read_catalog
+from pipeline.cluster import make_client
+from pipeline.config import Settings, SettingsError
+from pipeline.inference import ModelPlugin
+from pipeline.merge import merge_outputs
+from pipeline.plan import Plan, make_plan
+from pipeline.resume import RunDirectory, file_identity, fingerprint
+from pipeline.tasks import cut_shard, existing, score_shard
+from pipeline.tiles import discover_tiles, read_tile_headers
+from pipeline.version import code_version
+
+# Tiles and model may differ in pixel scale by this fraction before the run refuses.
+PIXEL_SCALE_TOLERANCE = 0.05
+
+
+@dataclass
+class RunResult:
+    """Where a finished run put its products, and its summary counts."""
+
+    out: Path
+    candidates: Path
+    failures: Path
+    store: Path
+    report: Path
+    summary: dict[str, Any]
+
+
+def run(settings: Settings, log: Callable[[str], None] = print) -> RunResult:
+    """Start the cluster that ``settings`` describes, run the survey, shut the cluster down."""
+    with make_client(settings) as client:
+        return run_with_client(settings, client, log)
+
+
+def run_with_client(settings: Settings, client: Client, log: Callable[[str], None] = print) -> RunResult:
+    """Run the survey on an existing client; rerunning on the same ``out`` resumes."""
+    started = time.perf_counter()
+    checkpoint = resolve_checkpoint(settings.model)
+    model_config = load_config(checkpoint)
+    bands = settings.bands or list(model_config.bands)
+    if len(bands) != len(model_config.bands):
+        raise SettingsError(
+            f"--bands {','.join(bands)} gives {len(bands)} band(s) but model {settings.model!r} takes "
+            f"{len(model_config.bands)} ({','.join(model_config.bands)}, in that order)"
+        )
+    catalog = read_catalog(settings.catalog)
+    tiles = read_tile_headers(discover_tiles(settings.images, bands))
+    _check_pixel_scale(tiles, model_config.pixel_scale_arcsec)
+    size_px = model_config.stamp_size_px
+    plan = make_plan(catalog, tiles, size_px, settings.shard_size)
+    log(f"{len(catalog)} catalogue objects, {len(tiles)} tiles x {len(bands)} bands: "
+        f"{len(plan.objects)} to cut in {len(plan.shards)} shards, {len(plan.failures)} not on any tile")
+
+    run_dir = RunDirectory(settings.out)
+    inputs = {
+        "catalog": file_identity(settings.catalog),
+        "tiles": {tile.name: {band: file_identity(path) for band, path in tile.paths.items()} for tile in tiles},
+        "bands": bands,
+        "model_weights_sha256": sha256_of(checkpoint / WEIGHTS_FILE),
+        "model_config": model_config.to_json(),
+        "shard_size": settings.shard_size,
+    }
+    resuming = run_dir.prepare(fingerprint(inputs), inputs, settings.force)
+    settings.save(run_dir.root / "run.yaml")
+    if not (resuming and (run_dir.store / "zarr.json").is_file()):
+        store.create_store(run_dir.store, plan.objects, bands, size_px, settings.shard_size,
+                           attrs={"bands": bands, "stamp_size_px": size_px,
+                                  "pixel_scale_arcsec": model_config.pixel_scale_arcsec,
+                                  "code_version": code_version()})
+
+    client.register_plugin(ModelPlugin(str(checkpoint.resolve()), settings.device, settings.resolved_threads()))
+    tasks, done = _build_graph(plan, run_dir, size_px, settings.batch_size)
+    if done:
+        log(f"resuming: {done} of {len(plan.shards)} shards were already scored")
+    log(f"Dask dashboard: {client.dashboard_link}")
+    report = run_dir.root / "dask-report.html"
+    with performance_report(filename=str(report)):
+        futures = client.compute(tasks)
+        if settings.progress and futures:
+            progress(futures)
+        client.gather(futures)
+
+    provenance = _provenance(settings, checkpoint, model_config, bands, tiles)
+    summary = merge_outputs(
+        plan, catalog,
+        [str(run_dir.part("cut", shard)) for shard in range(len(plan.shards))],
+        [str(run_dir.part("score", shard)) for shard in range(len(plan.shards))],
+        model_config.threshold, run_dir.root, provenance,
+    )
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    summary["shards"] = len(plan.shards)
+    summary["shards_resumed"] = done
+    (run_dir.root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return RunResult(run_dir.root, run_dir.root / "candidates.parquet", run_dir.root / "failures.parquet",
+                     run_dir.store, report, summary)
+
+
+def _build_graph(plan: Plan, run_dir: RunDirectory, size_px: int, batch_size: int) -> tuple[list, int]:
+    """Delayed cut and score tasks for the shards that are not done yet."""
+    tile_paths = {name: {band: str(path) for band, path in tile.paths.items()} for name, tile in plan.tiles.items()}
+    tasks, done = [], 0
+    for shard, (start, stop) in enumerate(plan.shards):
+        cut_part, score_part = run_dir.part("cut", shard), run_dir.part("score", shard)
+        if score_part.is_file():
+            done += 1
+            continue
+        if cut_part.is_file():
+            cut = dask.delayed(existing)(str(cut_part), dask_key_name=f"resumed-cut-{shard:06d}")
+        else:
+            shard_objects = plan.objects.iloc[start:stop][["tile", "x_px", "y_px", "crowded"]]
+            needed = {name: tile_paths[name] for name in shard_objects["tile"].unique()}
+            cut = dask.delayed(cut_shard, pure=False)(
+                str(run_dir.store), str(cut_part), start, shard_objects, needed, size_px,
+                dask_key_name=f"cut-{shard:06d}")
+        tasks.append(dask.delayed(score_shard, pure=False)(
+            str(run_dir.store), cut, str(score_part), start, stop, batch_size,
+            dask_key_name=f"score-{shard:06d}"))
+    return tasks, done
+
+
+def _check_pixel_scale(tiles, model_scale_arcsec: float) -> None:
+    for tile in tiles:
+        if tile.error is None and abs(tile.pixel_scale_arcsec / model_scale_arcsec - 1) > PIXEL_SCALE_TOLERANCE:
+            raise SettingsError(
+                f"tile {tile.name} has {tile.pixel_scale_arcsec:.4g}\"/px but the model was trained on "
+                f"{model_scale_arcsec:.4g}\"/px; use a model trained at this pixel scale"
+            )
+
+
+def _provenance(settings: Settings, checkpoint: Path, config, bands, tiles) -> dict[str, Any]:
+    return {
+        "model": {
+            "name": config.name or settings.model,
+            "checkpoint": str(checkpoint),
+            "architecture": config.architecture,
+            "weights_sha256": sha256_of(checkpoint / WEIGHTS_FILE),
+            "bands": list(config.bands),
+            "stamp_size_px": config.stamp_size_px,
+            "pixel_scale_arcsec": config.pixel_scale_arcsec,
+            "threshold": config.threshold,
+            "train_prevalence": config.train_prevalence,
+        },
+        "preprocessing": {"normalisation": config.normalisation, "params": config.normalisation_params},
+        "bands": bands,
+        "code_version": code_version(),
+        "command_line": sys.argv,
+        "inputs": {"images": settings.images, "catalog": str(settings.catalog),
+                   "tiles": sorted(tile.name for tile in tiles),
+                   "unreadable_tiles": sorted(tile.name for tile in tiles if tile.error)},
+        "settings": settings.to_dict(),
+        "flags": flags_documentation(),
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }

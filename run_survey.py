@@ -1,0 +1,119 @@
+#!/usr/bin/env python
+"""Find strong gravitational lenses in survey images.
+
+Cuts a stamp around every catalogued object on the tiles, stores the stamps in Zarr,
+scores them with a trained network on Dask workers (CPU or GPU), and writes a ranked
+Parquet catalogue. Rerunning the same command on the same --out resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from catalogs.flags import documentation as flags_documentation
+from pipeline.config import CLUSTERS, DEVICES, SettingsError, resolve
+
+EPILOG = f"""
+outputs in --out:
+  candidates.parquet  one row per scored object, sorted by score (rank 1 = most lens-like)
+  failures.parquet    every object that could not be scored, with the reason
+  cutouts.zarr        the stamps (xarray: dims object, band, y, x)
+  dask-report.html    Dask performance report; summary.json: counts and timing
+flags bitmask: {flags_documentation()}
+
+examples:
+  python run_survey.py --demo --out demo/
+  python run_survey.py --images 'tiles/{{tile}}_{{band}}.fits' --catalog sources.parquet --bands g,r,i --out run1/
+  python run_survey.py --config survey.yaml --scheduler tcp://10.0.0.5:8786
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run_survey.py", description=__doc__.strip().splitlines()[0],
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=None,
+    )
+    inputs = parser.add_argument_group("inputs")
+    inputs.add_argument("--images", metavar="PATTERN",
+                        help="path pattern of the tiles with {tile} and {band}, e.g. 'tiles/{tile}_{band}.fits'; "
+                             "every tile found must have every band")
+    inputs.add_argument("--catalog", metavar="FILE",
+                        help="CSV, FITS table or Parquet with columns id, ra, dec (degrees); other columns are carried "
+                             "into the outputs")
+    inputs.add_argument("--bands", metavar="LIST",
+                        help="comma-separated band names in the order the model expects (default: the model's bands)")
+    inputs.add_argument("--config", metavar="FILE.yaml",
+                        help="YAML file of settings; every flag has a key (dashes or underscores); flags win")
+    parser.add_argument("--out", metavar="DIR", help="output directory; rerunning on it resumes")
+    parser.add_argument("--model", metavar="NAME_OR_CHECKPOINT",
+                        help="shipped model name or checkpoint directory (default: default)")
+    compute = parser.add_argument_group("compute")
+    compute.add_argument("--workers", type=int, metavar="N", help="Dask workers to start (default: min(4, cores))")
+    compute.add_argument("--threads-per-worker", type=int, metavar="N",
+                         help="PyTorch threads per worker (default: cores / workers)")
+    compute.add_argument("--scheduler", metavar="ADDRESS",
+                         help="use the Dask cluster at this scheduler address instead of starting one")
+    compute.add_argument("--cluster", choices=CLUSTERS,
+                         help="local: CPU workers; cuda: one dask-cuda worker per GPU; slurm: dask-jobqueue")
+    compute.add_argument("--device", choices=DEVICES, help="where the model runs (default: auto)")
+    compute.add_argument("--shard-size", type=int, metavar="N", help="objects per Zarr chunk and task (default: 512)")
+    compute.add_argument("--batch-size", type=int, metavar="N", help="stamps per forward pass (default: 256)")
+    compute.add_argument("--dashboard-address", metavar="HOST:PORT", help="Dask dashboard address (default: :8787)")
+    parser.add_argument("--force", action="store_true", default=None,
+                        help="discard results in --out made with other inputs or settings")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                        help="no progress bar")
+    demo = parser.add_argument_group("demo")
+    demo.add_argument("--demo", action="store_true", default=None,
+                      help="generate a mock survey with known lenses in --out/mock_survey, run on it, print AUROC")
+    demo.add_argument("--demo-objects", type=int, metavar="N", help="objects in the demo survey (default: 1200)")
+    demo.add_argument("--seed", type=int, help="seed of the demo survey (default: 0)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = vars(build_parser().parse_args(argv))
+    config_file = args.pop("config")
+    try:
+        settings = resolve(config_file, **args)
+        # Imported here so that --help and argument errors answer instantly.
+        from pipeline.run import run
+
+        truth = None
+        if settings.demo:
+            from pipeline.demo import prepare_demo
+
+            settings, truth = prepare_demo(settings)
+        result = run(settings)
+    except (SettingsError, FileNotFoundError) as error:
+        print(f"run_survey.py: error: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:
+        from pipeline.resume import ResumeError
+        from pipeline.tiles import InputError
+
+        if isinstance(error, (InputError, ResumeError)):
+            print(f"run_survey.py: error: {error}", file=sys.stderr)
+            return 2
+        raise
+    summary = result.summary
+    print(f"scored {summary['scored']} of {summary['catalogue_objects']} objects "
+          f"({summary['failed']} failed: {summary['failures_by_reason'] or 'none'}); "
+          f"{summary['candidates_above_threshold']} above the model's threshold; {summary['seconds']} s")
+    print(f"catalogue:     {result.candidates}")
+    print(f"failures:      {result.failures}")
+    print(f"cutout store:  {result.store}")
+    print(f"dask report:   {result.report}")
+    if truth is not None:
+        from pipeline.demo import score_demo
+
+        scores = score_demo(result.candidates, truth)
+        print(f"demo AUROC against the truth table: {scores['auroc']:.4f} "
+              f"({scores['lenses']} lenses among {scores['objects']} scored objects)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
