@@ -57,6 +57,7 @@ class TrainConfig:
     init_from: str | None = None
     freeze_backbone: bool = False
     resume: bool = False
+    stop_after_epochs: int | None = None
     limit: int | None = None
     threads: int | None = None
     name: str = ""
@@ -127,14 +128,26 @@ def train(config: TrainConfig, command: str | None = None) -> Path:
     start_epoch, best_val, history = 0, float("inf"), []
     if config.resume and state_path.is_file():
         state = torch.load(state_path, map_location=device, weights_only=False)
+        if state.get("epochs") != config.epochs:
+            raise ValueError(f"{state_path} belongs to a {state.get('epochs')}-epoch schedule; resume with "
+                             f"--epochs {state.get('epochs')}")
         module.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["generator"])
+        # Dropout draws from the global generators: restore them too, so a resumed run
+        # continues exactly where the interrupted one stopped.
+        torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"])
         start_epoch, best_val, history = state["epoch"] + 1, state["best_val"], state["history"]
 
     use_amp = device.type == "cuda"
-    for epoch in range(start_epoch, config.epochs):
+    last_epoch = config.epochs
+    if config.stop_after_epochs is not None:
+        # Stop early in this invocation (e.g. before a batch job's walltime) and --resume later.
+        last_epoch = min(config.epochs, start_epoch + config.stop_after_epochs)
+    for epoch in range(start_epoch, last_epoch):
         module.train()
         permutation = torch.randperm(len(train_index), generator=generator).numpy()
         running, seen, started = 0.0, 0, time.perf_counter()
@@ -154,7 +167,7 @@ def train(config: TrainConfig, command: str | None = None) -> Path:
             loss.backward()
             optimizer.step()
             scheduler.step()
-            running += float(loss) * len(batch_index)
+            running += float(loss.detach()) * len(batch_index)
             seen += len(batch_index)
             bar.set_postfix(loss=f"{running / seen:.4f}")
         val_logits = predict_logits(module, inputs[torch.from_numpy(val_index).to(inputs.device)], device)
@@ -177,8 +190,10 @@ def train(config: TrainConfig, command: str | None = None) -> Path:
             save_checkpoint(module, model_config, out)
         torch.save({"model": module.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
-                    "epoch": epoch, "best_val": best_val, "history": history}, state_path)
-    if test is not None:
+                    "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
+                    "epoch": epoch, "epochs": config.epochs, "best_val": best_val, "history": history}, state_path)
+    if test is not None and last_epoch == config.epochs:
         evaluate_checkpoint(out, test, config, device)
     return out
 
