@@ -1,0 +1,217 @@
+"""Noisy training stamps and their truth table.
+
+The truth table carries, for every stamp, what a lens finder is evaluated against:
+whether it is a lens, its Einstein radius, magnitudes and colours, and two measures of how
+visible the arcs are:
+
+``arc_snr``
+    Lanusse et al. (2018, eq. 10): ``S/N = F_tot / (sigma * sqrt(N_pix))`` with ``sigma``
+    the per-pixel noise, ``N_pix`` the number of pixels where the *noiseless*
+    lensed-source image exceeds ``0.5 sigma`` (the segmentation) and ``F_tot`` the
+    lensed-source flux in those pixels. Summing inside the segmentation makes this the S/N
+    of the segmented arc, so a source spread entirely below ``0.5 sigma`` gets 0 rather
+    than a spuriously high ``F / sigma``. Computed per band (``arc_snr_<band>``);
+    ``arc_snr`` is the best band (``arc_band``), since a finder uses all bands and sources
+    may be blue or red. NaN for non-lenses, like ``theta_e_arcsec``.
+``npix_arc_1sigma``
+    Bom et al. (2022): number of pixels of the noiseless lensed-source image above
+    ``1 sigma`` of the noise, in ``arc_band``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lensnet.simulate.objects import DEFAULT_NON_LENS_WEIGHTS, NON_LENS_KINDS, draw_parameters
+from lensnet.simulate.profiles import SurveyProfile, get_profile
+from lensnet.simulate.rendering import render
+
+#: Training stamps are centred to within +-1 pixel (per axis), like cutouts of a catalogue.
+CENTRING_JITTER_PX = 1.0
+_NAN = float("nan")
+
+
+def _group_band_mags(groups: list[Mapping[str, Any]], profile: SurveyProfile) -> np.ndarray:
+    """Combined magnitude per band of several light groups (NaN if there are none)."""
+    if not groups:
+        return np.full(profile.n_bands, np.nan)
+    counts = np.zeros(profile.n_bands)
+    for group in groups:
+        counts += [profile.counts(m, b) for b, m in enumerate(group["mags"])]
+    return np.asarray(profile.zeropoint_mag) - 2.5 * np.log10(counts)
+
+
+def truth_record(
+    params: Mapping[str, Any],
+    profile: SurveyProfile | str,
+    image_noiseless: np.ndarray,
+    offset_px: tuple[float, float] = (0.0, 0.0),
+    arc_image: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Truth-table row for one simulated object.
+
+    Args:
+        params: parameters from :func:`lensnet.simulate.draw_parameters`.
+        profile: survey profile or its name.
+        image_noiseless: the object's noiseless stamp (n_bands, size, size), as rendered.
+        offset_px: the (x, y) offset it was rendered with.
+        arc_image: the noiseless lensed-source-only image (``render(..., part="lensed")``)
+            if the caller has it; otherwise it is rendered here.
+
+    Returns:
+        A flat dict of plain Python values; every kind has the same keys (NaN where a
+        quantity does not apply, e.g. ``theta_e_arcsec`` of a non-lens).
+    """
+    profile = get_profile(profile)
+    meta = params["meta"]
+    sky = np.asarray(params["sky_sigma"], dtype=float)
+    psf = np.asarray(params["psf_fwhm_arcsec"], dtype=float)
+    ref = profile.reference_index
+    is_lens = bool(params["is_lens"])
+    bands = profile.bands
+
+    arc_snr = np.full(profile.n_bands, np.nan)  # not applicable to non-lenses
+    arc_band, npix_1sigma, lensed_mag, magnification = "", 0, _NAN, _NAN
+    lensed_groups = [g for g in params["groups"] if g["lensed"]]
+    if is_lens:
+        if arc_image is None:
+            arc_image = render(params, profile, image_noiseless.shape[-1], offset_px, part="lensed")
+        arcs = np.asarray(arc_image, dtype=np.float64)
+        for b in range(profile.n_bands):
+            segment = arcs[b] > 0.5 * sky[b]
+            n_pix = int(np.count_nonzero(segment))
+            arc_snr[b] = arcs[b][segment].sum() / (sky[b] * np.sqrt(n_pix)) if n_pix else 0.0
+        best = int(np.argmax(arc_snr))
+        arc_band = bands[best]
+        npix_1sigma = int(np.count_nonzero(arcs[best] > sky[best]))
+        lensed_mag = profile.magnitude(float(arcs[ref].sum()), ref)
+        magnification = float(arcs[ref].sum() / profile.counts(meta["source_mag"], ref))
+
+    object_groups = [g for g in params["groups"] if not g["lensed"] and not g["name"].startswith("field")]
+    object_mags = _group_band_mags(object_groups, profile)
+    lens_mags = _group_band_mags([g for g in params["groups"] if g["name"] == "lens_light"], profile)
+    source_mags = _group_band_mags(lensed_groups, profile)
+
+    record: dict[str, Any] = {
+        "kind": str(params["kind"]),
+        "is_lens": is_lens,
+        "theta_e_arcsec": float(meta.get("theta_e_arcsec", _NAN)),
+        "lens_mag": float(meta.get("lens_mag", _NAN)),
+        "source_mag": float(meta.get("source_mag", _NAN)),
+        "main_mag": float(meta["main_mag"]),
+        "stamp_mag": profile.magnitude(float(image_noiseless[ref].sum()), ref),
+        "arc_snr": float(arc_snr.max()) if is_lens else _NAN,
+        "arc_band": arc_band,
+        "npix_arc_1sigma": npix_1sigma,
+        "lensed_source_mag": lensed_mag,
+        "magnification": magnification,
+        "z_lens": float(meta.get("z_lens", _NAN)),
+        "z_source": float(meta.get("z_source", _NAN)),
+        "source_red": bool(meta.get("source_red", False)),
+        "source_offset_arcsec": float(meta.get("source_offset_arcsec", _NAN)),
+        "source_r_eff_arcsec": float(meta.get("source_r_eff_arcsec", _NAN)),
+        "n_source_clumps": int(meta.get("n_source_clumps", 0)),
+        "lens_q": float(meta.get("lens_q", _NAN)),
+        "shear_gamma": float(meta.get("shear_gamma", _NAN)),
+        "main_r_eff_arcsec": float(meta.get("main_r_eff_arcsec", _NAN)),
+        "psf_fwhm_arcsec": float(psf[ref]),
+        "sky_sigma": float(sky[ref]),
+    }
+    for b, band in enumerate(bands):
+        record[f"arc_snr_{band}"] = float(arc_snr[b])
+        record[f"object_mag_{band}"] = float(object_mags[b])
+        record[f"lens_mag_{band}"] = float(lens_mags[b])
+        record[f"source_mag_{band}"] = float(source_mags[b])
+        record[f"psf_fwhm_{band}"] = float(psf[b])
+        record[f"sky_sigma_{band}"] = float(sky[b])
+    return record
+
+
+def draw_kinds(
+    rng: np.random.Generator, n: int, lens_fraction: float, kind_weights: Mapping[str, float] | None = None
+) -> list[str]:
+    """Kinds of ``n`` objects: exactly ``round(n * lens_fraction)`` lenses, in random order.
+
+    Args:
+        kind_weights: relative frequencies of the non-lens kinds (default
+            :data:`DEFAULT_NON_LENS_WEIGHTS`); the lens share is set by ``lens_fraction``.
+    """
+    if not 0.0 <= lens_fraction <= 1.0:
+        raise ValueError(f"lens_fraction must be in [0, 1], not {lens_fraction}")
+    weights = dict(DEFAULT_NON_LENS_WEIGHTS if kind_weights is None else kind_weights)
+    unknown = set(weights) - set(NON_LENS_KINDS)
+    if unknown:
+        raise ValueError(
+            f"kind_weights keys must be non-lens kinds {NON_LENS_KINDS} "
+            f"(set the share of lenses with lens_fraction); got {sorted(unknown)}"
+        )
+    names = list(weights)
+    p = np.asarray([weights[k] for k in names], dtype=float)
+    n_lens = round(n * lens_fraction)
+    if n_lens < n and (p.sum() <= 0 or (p < 0).any()):
+        raise ValueError("kind_weights must be non-negative with a positive sum")
+    others = list(rng.choice(names, size=n - n_lens, p=p / p.sum())) if n_lens < n else []
+    kinds = ["lens"] * n_lens + [str(k) for k in others]
+    return [kinds[i] for i in rng.permutation(n)]
+
+
+def simulate_stamps(
+    n: int,
+    profile: SurveyProfile | str,
+    seed: int | np.random.SeedSequence,
+    lens_fraction: float = 0.5,
+    kind_weights: dict[str, float] | None = None,
+    size_px: int | None = None,
+    index_offset: int = 0,
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """Simulate ``n`` noisy stamps with their truth table.
+
+    Each stamp has its own seeing and noise level (see
+    :func:`lensnet.simulate.objects.draw_conditions`) and its object is offset from the
+    stamp centre by up to :data:`CENTRING_JITTER_PX` per axis.
+
+    Args:
+        n: number of stamps.
+        profile: survey profile or its name.
+        seed: seed (or SeedSequence); the output depends on nothing else.
+        lens_fraction: exact fraction of lenses (rounded to a whole number).
+        kind_weights: relative frequencies of the non-lens kinds.
+        size_px: stamp side (default: the profile's ``stamp_size_px``).
+        index_offset: first value of the ``stamp_index`` column (for chunked datasets).
+
+    Returns:
+        float32 stamps (n, n_bands, size, size) in counts, and a truth DataFrame with one
+        row per stamp (column ``stamp_index`` gives the stamp's position plus ``index_offset``).
+    """
+    profile = get_profile(profile)
+    size = int(size_px or profile.stamp_size_px)
+    rng = np.random.default_rng(seed)
+    kinds = draw_kinds(rng, n, lens_fraction, kind_weights)
+    stamps = np.empty((n, profile.n_bands, size, size), dtype=np.float32)
+    records = []
+    for i, kind in enumerate(kinds):
+        params = draw_parameters(rng, kind, profile)
+        jitter_x, jitter_y = rng.uniform(-CENTRING_JITTER_PX, CENTRING_JITTER_PX, size=2)
+        offset = (float(jitter_x), float(jitter_y))
+        # rendered in two parts so that the truth record reuses the arcs-only image
+        arcs = render(params, profile, size, offset_px=offset, part="lensed")
+        image = arcs + render(params, profile, size, offset_px=offset, part="unlensed")
+        noise = (
+            rng.standard_normal(image.shape, dtype=np.float32)
+            * np.asarray(params["sky_sigma"], np.float32)[:, None, None]
+        )
+        stamps[i] = image + noise
+        record = {
+            "stamp_index": index_offset + i,
+            **truth_record(params, profile, image, offset_px=offset, arc_image=arcs),
+        }
+        record["offset_x_px"], record["offset_y_px"] = offset
+        records.append(record)
+    truth = pd.DataFrame.from_records(records)
+    if n == 0:
+        truth = pd.DataFrame({"stamp_index": pd.Series(dtype="int64")})
+    return stamps, truth

@@ -1,0 +1,307 @@
+"""A mock imaging survey with known lenses: FITS tiles, a source catalogue and its truth.
+
+Layout written under ``root``::
+
+    tiles/{tile}_{band}.fits   one float32 2-D image per tile and band, celestial TAN WCS
+    sources.parquet            id, ra, dec (deg), mag_r: what a real input catalogue holds
+    truth.parquet              id plus the simulation's truth (is_lens, kind, theta_e_arcsec,
+                               arc_snr, ...); for scoring only
+    survey.json                the settings, PSF and noise of the survey
+
+Geometry: tiles form a ``tiles_x`` x ``tiles_y`` grid on the sky, neighbours sharing
+``overlap_px`` pixels. Each tile has its own tangent point (CRVAL at its centre) and a CD
+matrix with the profile's pixel scale rotated by ``rotation_deg``. Objects are placed at
+random in the union footprint, at least half a stamp apart and half a stamp from its
+outer edge (so every catalogued object has a complete stamp in some tile when the overlap
+exceeds a stamp). Each object is rendered with lenstronomy
+(:func:`lensnet.simulate.render`) at its exact WCS position in every tile its light
+reaches, so objects in an overlap appear, identically, in both tiles; then white Gaussian
+sky noise is added per tile and band. The whole survey shares the profile's nominal PSF
+and noise level (the per-stamp jitter of training sets is for robustness, not for this).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from lensnet.simulate import draw_kinds, draw_parameters, get_profile, render, truth_record
+
+#: Objects are painted through a square window this many pixels wider than a stamp,
+#: odd so that its centre is a pixel centre; light beyond it is negligible.
+WINDOW_MARGIN_PX = 33
+OFF_FOOTPRINT_KIND = "off-footprint"
+
+
+@dataclass
+class MockSurvey:
+    """Where a mock survey's files are and what they contain.
+
+    Attributes:
+        root: directory holding everything.
+        image_pattern: tile images, with ``{tile}`` and ``{band}`` placeholders.
+        catalog_path: ``sources.parquet`` (id, ra, dec, mag_r).
+        truth_path: ``truth.parquet`` (id plus truth columns).
+        bands: band names.
+        tiles: tile names.
+    """
+
+    root: Path
+    image_pattern: str
+    catalog_path: Path
+    truth_path: Path
+    bands: tuple[str, ...]
+    tiles: list[str]
+
+
+def tan_header(
+    crval_deg: tuple[float, float], crpix: tuple[float, float], pixel_scale_arcsec: float, rotation_deg: float
+) -> fits.Header:
+    """FITS header of a celestial TAN WCS with a CD matrix (east to the left at zero rotation)."""
+    scale = pixel_scale_arcsec / 3600.0
+    theta = math.radians(rotation_deg)
+    header = fits.Header()
+    header["CTYPE1"], header["CTYPE2"] = "RA---TAN", "DEC--TAN"
+    header["CUNIT1"], header["CUNIT2"] = "deg", "deg"
+    header["CRVAL1"], header["CRVAL2"] = float(crval_deg[0]), float(crval_deg[1])
+    header["CRPIX1"], header["CRPIX2"] = float(crpix[0]), float(crpix[1])
+    header["CD1_1"], header["CD1_2"] = -scale * math.cos(theta), scale * math.sin(theta)
+    header["CD2_1"], header["CD2_2"] = scale * math.sin(theta), scale * math.cos(theta)
+    header["RADESYS"], header["EQUINOX"] = "ICRS", 2000.0
+    return header
+
+
+def _place(rng: np.random.Generator, n: int, low: np.ndarray, high: np.ndarray, min_sep: float) -> np.ndarray:
+    """``n`` uniform random points in a box, no two closer than ``min_sep`` (dart throwing)."""
+    cell = min_sep / math.sqrt(2.0)  # at most one point per grid cell
+    grid: dict[tuple[int, int], np.ndarray] = {}
+    points: list[np.ndarray] = []
+    for _ in range(50 * n + 1000):
+        if len(points) == n:
+            break
+        p = rng.uniform(low, high)
+        key = (int(p[0] // cell), int(p[1] // cell))
+        neighbours = (grid.get((key[0] + i, key[1] + j)) for i in range(-2, 3) for j in range(-2, 3))
+        if all(q is None or np.hypot(*(p - q)) >= min_sep for q in neighbours):
+            grid[key] = p
+            points.append(p)
+    if len(points) < n:
+        raise ValueError(
+            f"could only place {len(points)} of {n} objects {min_sep:.0f} px apart; use fewer objects or bigger tiles"
+        )
+    return np.array(points).reshape(n, 2)
+
+
+def _paint(image: np.ndarray, window: np.ndarray, col: int, row: int) -> None:
+    """Add ``window`` (bands, w, w) into ``image`` (bands, H, W) centred on (row, col), clipped."""
+    half = window.shape[-1] // 2
+    rows, cols = image.shape[-2:]
+    r0, c0 = row - half, col - half
+    ra, ca = max(r0, 0), max(c0, 0)
+    rb, cb = min(r0 + window.shape[-2], rows), min(c0 + window.shape[-1], cols)
+    if ra < rb and ca < cb:
+        image[:, ra:rb, ca:cb] += window[:, ra - r0 : rb - r0, ca - c0 : cb - c0]
+
+
+def _off_footprint_truth(truth: pd.DataFrame, ids: np.ndarray) -> pd.DataFrame:
+    """Truth rows for catalogue entries that no tile covers: same columns, neutral values."""
+    rows: dict[str, Any] = {}
+    for column, dtype in truth.dtypes.items():
+        if pd.api.types.is_bool_dtype(dtype):
+            rows[column] = np.zeros(len(ids), dtype=bool)
+        elif pd.api.types.is_integer_dtype(dtype):
+            rows[column] = np.zeros(len(ids), dtype=dtype)
+        elif pd.api.types.is_float_dtype(dtype):
+            rows[column] = np.full(len(ids), np.nan)
+        else:
+            rows[column] = [""] * len(ids)
+    off = pd.DataFrame(rows)
+    off["id"], off["kind"] = ids, OFF_FOOTPRINT_KIND
+    return off.astype(truth.dtypes.to_dict())
+
+
+def make_mock_survey(
+    root: str | Path,
+    n_objects: int = 1200,
+    lens_fraction: float = 0.1,
+    seed: int = 0,
+    profile: str = "ground-gri",
+    tiles_x: int = 2,
+    tiles_y: int = 2,
+    tile_size_px: int = 1600,
+    overlap_px: int = 100,
+    rotation_deg: float = 0.0,
+    n_off_footprint: int = 0,
+    centre_radec: tuple[float, float] = (150.0, 2.0),
+    kind_weights: dict[str, float] | None = None,
+) -> MockSurvey:
+    """Write a mock survey under ``root`` and describe it (see the module docstring).
+
+    Args:
+        root: output directory (created; existing files are overwritten).
+        n_objects: objects painted into the tiles.
+        lens_fraction: exact fraction of them that are lenses.
+        seed: the survey depends on nothing else.
+        profile: survey profile name (single-resolution profiles only).
+        tiles_x, tiles_y: tile grid.
+        tile_size_px: side of a square tile.
+        overlap_px: pixels shared by neighbouring tiles.
+        rotation_deg: rotation of the pixel grid on the sky (CD matrix).
+        n_off_footprint: extra catalogue rows outside every tile.
+        centre_radec: sky position (deg) of the centre of the footprint.
+        kind_weights: relative frequencies of the non-lens kinds.
+    """
+    survey = get_profile(profile)
+    if survey.is_multi_resolution:
+        raise NotImplementedError(f"mock surveys support single-resolution profiles only, not {survey.name!r}")
+    step = tile_size_px - overlap_px
+    if step <= 0:
+        raise ValueError("overlap_px must be smaller than tile_size_px")
+    root = Path(root)
+    (root / "tiles").mkdir(parents=True, exist_ok=True)
+    place_rng, object_rng, noise_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
+
+    width, height = tiles_x * step + overlap_px, tiles_y * step + overlap_px
+    scale = survey.pixel_scale_arcsec
+    frame = WCS(tan_header(centre_radec, ((width + 1) / 2, (height + 1) / 2), scale, rotation_deg))
+    digits = len(str(max(tiles_x, tiles_y) - 1))
+    headers: dict[str, fits.Header] = {}
+    for j in range(tiles_y):
+        for i in range(tiles_x):
+            centre = frame.pixel_to_world_values(i * step + (tile_size_px - 1) / 2, j * step + (tile_size_px - 1) / 2)
+            crval = (float(centre[0]), float(centre[1]))
+            headers[f"t{j:0{digits}d}{i:0{digits}d}"] = tan_header(
+                crval, ((tile_size_px + 1) / 2,) * 2, scale, rotation_deg
+            )
+    tiles = {name: WCS(header) for name, header in headers.items()}
+
+    # positions in the frame's pixel coordinates, then on the sky
+    edge = survey.stamp_size_px / 2
+    xy = _place(place_rng, n_objects, np.array([edge, edge]), np.array([width - 1 - edge, height - 1 - edge]), edge)
+    ra, dec = frame.pixel_to_world_values(xy[:, 0], xy[:, 1]) if n_objects else (np.empty(0), np.empty(0))
+
+    window_px = survey.stamp_size_px + WINDOW_MARGIN_PX
+    window_px += 1 - window_px % 2
+    half = window_px // 2
+    images = {name: np.zeros((survey.n_bands, tile_size_px, tile_size_px), dtype=np.float32) for name in tiles}
+    kinds = draw_kinds(object_rng, n_objects, lens_fraction, kind_weights)
+    mag_ref, records = np.empty(n_objects), []
+    for index, kind in enumerate(kinds):
+        params = draw_parameters(object_rng, kind, survey, field_galaxies=False)
+        params["psf_fwhm_arcsec"], params["sky_sigma"] = list(survey.psf_fwhm_arcsec), list(survey.sky_sigma)
+        covering: list[str] = []
+        first: tuple[np.ndarray, np.ndarray, tuple[float, float]] | None = None
+        for name, wcs in tiles.items():
+            x, y = wcs.world_to_pixel_values(ra[index], dec[index])
+            col, row = math.floor(x + 0.5), math.floor(y + 0.5)
+            if not (-half <= col < tile_size_px + half and -half <= row < tile_size_px + half):
+                continue
+            offset = (float(x - col), float(y - row))
+            arcs = render(params, survey, window_px, offset, part="lensed")
+            window = arcs + render(params, survey, window_px, offset, part="unlensed")
+            _paint(images[name], window, col, row)
+            if -0.5 <= x < tile_size_px - 0.5 and -0.5 <= y < tile_size_px - 0.5:
+                covering.append(name)
+            if first is None:
+                first = (window, arcs, offset)
+        assert first is not None  # every object lies inside the footprint, so some tile has it
+        window, arcs, offset = first
+        ref = survey.reference_index
+        mag_ref[index] = survey.magnitude(float(window[ref].sum()), ref)
+        record = truth_record(params, survey, window, offset_px=offset, arc_image=arcs)
+        records.append(
+            {
+                "id": index,
+                "ra": float(ra[index]),
+                "dec": float(dec[index]),
+                **record,
+                "tiles": ",".join(covering),
+                "in_footprint": True,
+            }
+        )
+
+    for name, image in images.items():
+        for b, band in enumerate(survey.bands):
+            image[b] += noise_rng.standard_normal(image[b].shape, dtype=np.float32) * np.float32(survey.sky_sigma[b])
+            header = headers[name].copy()
+            header["BUNIT"] = "count"
+            header["FILTER"] = (band, "band")
+            header["MAGZERO"] = (survey.zeropoint_mag[b], "AB mag of 1 count")
+            header["PSF_FWHM"] = (survey.psf_fwhm_arcsec[b], "Gaussian PSF FWHM [arcsec]")
+            header["SKYSIGMA"] = (survey.sky_sigma[b], "per-pixel noise sigma [count]")
+            header["TILE"] = name
+            fits.PrimaryHDU(image[b], header=header).writeto(root / "tiles" / f"{name}_{band}.fits", overwrite=True)
+
+    off_ids = np.arange(n_objects, n_objects + n_off_footprint, dtype=np.int64)
+    off_ra, off_dec = _off_footprint_positions(
+        place_rng, n_off_footprint, frame, width, height, list(tiles.values()), tile_size_px
+    )
+    catalog = pd.DataFrame(
+        {
+            "id": np.concatenate([np.arange(n_objects, dtype=np.int64), off_ids]),
+            "ra": np.concatenate([ra, off_ra]),
+            "dec": np.concatenate([dec, off_dec]),
+            "mag_r": np.concatenate([mag_ref, place_rng.uniform(18.0, 22.0, n_off_footprint)]),
+        }
+    )
+    truth = pd.DataFrame.from_records(records)
+    if n_off_footprint and len(truth):
+        off = _off_footprint_truth(truth, off_ids)
+        off["ra"], off["dec"] = off_ra, off_dec
+        truth = pd.concat([truth, off], ignore_index=True)
+    catalog_path, truth_path = root / "sources.parquet", root / "truth.parquet"
+    catalog.to_parquet(catalog_path, index=False)
+    truth.to_parquet(truth_path, index=False)
+    settings = {
+        "n_objects": n_objects,
+        "lens_fraction": lens_fraction,
+        "seed": seed,
+        "profile": survey.name,
+        "tiles_x": tiles_x,
+        "tiles_y": tiles_y,
+        "tile_size_px": tile_size_px,
+        "overlap_px": overlap_px,
+        "rotation_deg": rotation_deg,
+        "n_off_footprint": n_off_footprint,
+        "centre_radec": list(centre_radec),
+        "bands": list(survey.bands),
+        "pixel_scale_arcsec": scale,
+        "psf_fwhm_arcsec": list(survey.psf_fwhm_arcsec),
+        "sky_sigma": list(survey.sky_sigma),
+        "zeropoint_mag": list(survey.zeropoint_mag),
+    }
+    (root / "survey.json").write_text(json.dumps(settings, indent=2))
+    return MockSurvey(
+        root=root,
+        image_pattern=str(root / "tiles" / "{tile}_{band}.fits"),
+        catalog_path=catalog_path,
+        truth_path=truth_path,
+        bands=survey.bands,
+        tiles=list(tiles),
+    )
+
+
+def _off_footprint_positions(
+    rng: np.random.Generator, n: int, frame: WCS, width: int, height: int, tiles: list[WCS], tile_size_px: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` sky positions well outside every tile (checked against each tile's WCS)."""
+    angle = rng.uniform(0.0, 2.0 * math.pi, n)
+    radius = rng.uniform(0.8, 1.5, n) * math.hypot(width, height)  # beyond the half-diagonal
+    x = (width - 1) / 2 + radius * np.cos(angle)
+    y = (height - 1) / 2 + radius * np.sin(angle)
+    ra, dec = frame.pixel_to_world_values(x, y)
+    ra, dec = np.atleast_1d(ra).astype(float), np.atleast_1d(dec).astype(float)
+    for wcs in tiles:
+        tx, ty = wcs.world_to_pixel_values(ra, dec)
+        inside = (tx >= -0.5) & (tx < tile_size_px - 0.5) & (ty >= -0.5) & (ty < tile_size_px - 0.5)
+        if inside.any():  # cannot happen beyond the half-diagonal; guards the geometry above
+            raise RuntimeError("an off-footprint position fell on a tile")
+    return ra, dec
