@@ -31,7 +31,7 @@ demo: $(VENV)/.installed  ## mock survey -> run_survey.py -> ranked catalogue, w
 	$(PY) run_survey.py --demo --out $(DEMO_DIR)
 
 train-default: $(VENV)/.installed  ## retrain the shipped default model from its recorded recipe
-	$(PY) -m lensnet.train --config lensnet/weights/default/train.yaml
+	$(PY) -m lensnet.train --config lensnet/weights/default/train.yaml --out $(or $(TRAIN_OUT),lensnet/weights/default)
 
 bench: $(VENV)/.installed  ## speed benchmarks (see benchmarks/RESULTS.md)
 	$(PY) benchmarks/run_all.py

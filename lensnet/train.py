@@ -186,7 +186,7 @@ def train(config: TrainConfig, command: str | None = None) -> Path:
             model_config.training = {"recipe": _jsonable(dataclasses.asdict(config)), "history": history,
                                      "data": {"path": config.data, "n_train": len(train_index), "n_val": n_val,
                                               **_jsonable(data.attrs)},
-                                     "command": command or "", "device": str(device)}
+                                     "command": command or "", "device": _device_description(device)}
             save_checkpoint(module, model_config, out)
         torch.save({"model": module.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
@@ -230,6 +230,11 @@ def evaluation_report(truth, logits: np.ndarray, threshold: float, n_resamples: 
         "value": detected / max(int(bright.sum()), 1), "n_lenses": int(bright.sum()), "n_detected": detected}
     report["completeness_all_lenses"] = float((scores[labels == 1] >= threshold).mean())
     return report
+
+
+def _device_description(device: torch.device) -> str:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return f"{device.type} ({name}), torch {torch.__version__}"
 
 
 def _threshold(labels: np.ndarray, logits: np.ndarray, target_fpr: float) -> float:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import dask
-from distributed import Client, performance_report, progress
+from distributed import Client, as_completed, performance_report, progress
 
 from catalogs.flags import documentation as flags_documentation
 from lensnet.checkpoint import load_config, resolve_checkpoint, sha256_of, WEIGHTS_FILE
@@ -99,7 +99,7 @@ def run_with_client(settings: Settings, client: Client, log: Callable[[str], Non
     with performance_report(filename=str(report)):
         futures = client.compute(tasks)
         if settings.progress and futures:
-            progress(futures)
+            _show_progress(futures, log)
         client.gather(futures)
 
     provenance = _provenance(settings, checkpoint, model_config, bands, tiles)
@@ -115,6 +115,18 @@ def run_with_client(settings: Settings, client: Client, log: Callable[[str], Non
     (run_dir.root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return RunResult(run_dir.root, run_dir.root / "candidates.parquet", run_dir.root / "failures.parquet",
                      run_dir.store, report, summary)
+
+
+def _show_progress(futures: list, log: Callable[[str], None]) -> None:
+    """A live bar in a terminal; in batch logs (no TTY), a line at every tenth of the shards."""
+    if sys.stdout.isatty():
+        progress(futures)
+        return
+    started, total, next_report = time.perf_counter(), len(futures), 0.1
+    for done, _ in enumerate(as_completed(futures), start=1):
+        if done / total >= next_report or done == total:
+            log(f"{done}/{total} shards scored ({time.perf_counter() - started:.0f} s)")
+            next_report = done / total + 0.1
 
 
 def _build_graph(plan: Plan, run_dir: RunDirectory, size_px: int, batch_size: int) -> tuple[list, int]:
