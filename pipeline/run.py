@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import dask
+import pandas as pd
 from distributed import Client, as_completed, performance_report, progress
 
 from catalogs.flags import documentation as flags_documentation
-from lensnet.checkpoint import load_config, resolve_checkpoint, sha256_of, WEIGHTS_FILE
+from lensnet.checkpoint import WEIGHTS_FILE, ModelConfig, load_config, resolve_checkpoint, sha256_of
 from pipeline import store
 from pipeline.catalog_input import read_catalog
 from pipeline.cluster import make_client
@@ -29,7 +30,7 @@ from pipeline.merge import merge_outputs
 from pipeline.plan import Plan, make_plan
 from pipeline.resume import RunDirectory, file_identity, fingerprint
 from pipeline.tasks import cut_shard, existing, score_shard
-from pipeline.tiles import discover_tiles, read_tile_headers
+from pipeline.tiles import Tile, discover_tiles, read_tile_headers
 from pipeline.version import code_version
 
 # Tiles and model may differ in pixel scale by this fraction before the run refuses.
@@ -48,15 +49,36 @@ class RunResult:
     summary: dict[str, Any]
 
 
+@dataclass
+class PreparedRun:
+    """Everything decided before any worker starts: inputs read and checked, the plan made."""
+
+    settings: Settings
+    checkpoint: Path
+    model_config: ModelConfig
+    bands: list[str]
+    catalog: pd.DataFrame
+    tiles: list[Tile]
+    plan: Plan
+
+
 def run(settings: Settings, log: Callable[[str], None] = print) -> RunResult:
-    """Start the cluster that ``settings`` describes, run the survey, shut the cluster down."""
+    """Check the inputs, start the cluster that ``settings`` describes, run, shut it down.
+
+    Bad inputs fail before any cluster is started.
+    """
+    prepared = prepare_run(settings, log)
     with make_client(settings) as client:
-        return run_with_client(settings, client, log)
+        return execute(prepared, client, log)
 
 
 def run_with_client(settings: Settings, client: Client, log: Callable[[str], None] = print) -> RunResult:
     """Run the survey on an existing client; rerunning on the same ``out`` resumes."""
-    started = time.perf_counter()
+    return execute(prepare_run(settings, log), client, log)
+
+
+def prepare_run(settings: Settings, log: Callable[[str], None] = print) -> PreparedRun:
+    """Read the model config, catalogue and tile headers; assign objects; cut the work into shards."""
     checkpoint = resolve_checkpoint(settings.model)
     model_config = load_config(checkpoint)
     bands = settings.bands or list(model_config.bands)
@@ -68,11 +90,18 @@ def run_with_client(settings: Settings, client: Client, log: Callable[[str], Non
     catalog = read_catalog(settings.catalog)
     tiles = read_tile_headers(discover_tiles(settings.images, bands))
     _check_pixel_scale(tiles, model_config.pixel_scale_arcsec)
-    size_px = model_config.stamp_size_px
-    plan = make_plan(catalog, tiles, size_px, settings.shard_size)
+    plan = make_plan(catalog, tiles, model_config.stamp_size_px, settings.shard_size)
     log(f"{len(catalog)} catalogue objects, {len(tiles)} tiles x {len(bands)} bands: "
         f"{len(plan.objects)} to cut in {len(plan.shards)} shards, {len(plan.failures)} not on any tile")
+    return PreparedRun(settings, checkpoint, model_config, bands, catalog, tiles, plan)
 
+
+def execute(prepared: PreparedRun, client: Client, log: Callable[[str], None] = print) -> RunResult:
+    """Cut, store, score and merge the prepared run on ``client``."""
+    started = time.perf_counter()
+    settings, model_config, plan = prepared.settings, prepared.model_config, prepared.plan
+    checkpoint, bands, tiles, catalog = prepared.checkpoint, prepared.bands, prepared.tiles, prepared.catalog
+    size_px = model_config.stamp_size_px
     run_dir = RunDirectory(settings.out)
     inputs = {
         "catalog": file_identity(settings.catalog),
