@@ -31,6 +31,7 @@ class Settings:
         images: path pattern with ``{tile}`` and ``{band}``, e.g. ``tiles/{tile}_{band}.fits``.
         catalog: CSV, FITS table or Parquet with columns ``id``, ``ra``, ``dec`` (degrees).
         bands: band names in the order the model expects; default: the model's own bands.
+        where: preselection on catalogue columns (pandas query syntax), e.g. ``mag_r < 22``.
         out: output directory (created; a rerun resumes into it).
         model: a shipped model name (``default``) or a checkpoint directory.
         workers: number of Dask worker processes to start (ignored with ``scheduler``).
@@ -50,6 +51,7 @@ class Settings:
     images: str | None = None
     catalog: str | None = None
     bands: list[str] | None = None
+    where: str | None = None
     out: str | None = None
     model: str = "default"
     workers: int | None = None

@@ -30,27 +30,41 @@ class Plan:
     tiles: dict[str, Tile]
 
 
-def make_plan(catalog: pd.DataFrame, tiles: list[Tile], stamp_size_px: int, shard_size: int) -> Plan:
-    """Assign every catalogue object to one tile (or a failure reason) and cut the list into shards."""
+def make_plan(
+    catalog: pd.DataFrame, tiles: list[Tile], stamp_size_px: int, shard_size: int, where: str | None = None
+) -> Plan:
+    """Assign every catalogue object to one tile (or a failure reason) and cut the list into shards.
+
+    ``where`` is a preselection (a pandas query on the catalogue's columns, e.g.
+    ``"mag_r < 22 and flag == 0"``); objects it rejects are listed with reason ``not_selected``.
+    """
     ra, dec = catalog["ra"].to_numpy(), catalog["dec"].to_numpy()
+    selected = select(catalog, where)
     assigned = assign_to_tiles(ra, dec, tiles)
     valid = np.isfinite(ra) & np.isfinite(dec) & (np.abs(dec) <= 90)
-    on_tile = assigned["tile"].notna().to_numpy()
+    on_tile = assigned["tile"].notna().to_numpy() & selected
 
     unreadable = sorted(tile.name for tile in tiles if tile.error is not None)
     off_detail = "on no tile" + (f" (tiles whose headers could not be read: {', '.join(unreadable)})" if unreadable else "")
     failures = pd.DataFrame(
         {
             "row": np.flatnonzero(~on_tile),
-            "reason": np.where(valid[~on_tile], "off_footprint", "invalid_coordinates"),
+            "reason": np.where(~selected[~on_tile], "not_selected",
+                               np.where(valid[~on_tile], "off_footprint", "invalid_coordinates")),
         }
     )
-    failures["detail"] = np.where(failures["reason"] == "off_footprint", off_detail, "ra/dec missing or out of range")
+    failures["detail"] = failures["reason"].map(
+        {"off_footprint": off_detail, "invalid_coordinates": "ra/dec missing or out of range",
+         "not_selected": f"rejected by the preselection {where!r}"})
 
     rows = np.flatnonzero(on_tile)
     objects = assigned.iloc[rows].assign(row=rows)
     pixel_scale_arcsec = np.median([tile.pixel_scale_arcsec for tile in tiles if tile.error is None])
-    objects["crowded"] = crowded(ra[rows], dec[rows], stamp_size_px * pixel_scale_arcsec / 4) if len(rows) else []
+    # Neighbours count whether or not the preselection kept them: they blend all the same.
+    neighbours = crowded(ra[valid], dec[valid], stamp_size_px * pixel_scale_arcsec / 4)
+    is_crowded = np.zeros(len(catalog), dtype=bool)
+    is_crowded[np.flatnonzero(valid)] = neighbours
+    objects["crowded"] = is_crowded[rows]
     # Store order groups each tile's objects, so a shard touches as few tiles as possible.
     objects = objects.sort_values(["tile", "row"], kind="stable").reset_index(drop=True)
     for name in ("object_id", "ra", "dec"):
@@ -60,3 +74,17 @@ def make_plan(catalog: pd.DataFrame, tiles: list[Tile], stamp_size_px: int, shar
     objects.index.name = "cutout_index"
     shards = [(start, min(start + shard_size, len(objects))) for start in range(0, len(objects), shard_size)]
     return Plan(objects, failures, shards, {tile.name: tile for tile in tiles})
+
+
+def select(catalog: pd.DataFrame, where: str | None) -> np.ndarray:
+    """Boolean mask of the catalogue rows that pass the preselection ``where`` (all when None)."""
+    if not where:
+        return np.ones(len(catalog), dtype=bool)
+    try:
+        mask = catalog.eval(where)
+    except Exception as error:  # pandas raises many types for a bad expression
+        raise ValueError(f"--where {where!r} cannot be evaluated on the catalogue: {error}; "
+                         f"columns are: {', '.join(map(str, catalog.columns))}") from None
+    if not (isinstance(mask, pd.Series) and mask.dtype == bool):
+        raise ValueError(f"--where {where!r} must be a condition (true/false per row), e.g. 'mag_r < 22'")
+    return mask.to_numpy()

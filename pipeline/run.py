@@ -90,7 +90,10 @@ def prepare_run(settings: Settings, log: Callable[[str], None] = print) -> Prepa
     catalog = read_catalog(settings.catalog)
     tiles = read_tile_headers(discover_tiles(settings.images, bands))
     _check_pixel_scale(tiles, model_config.pixel_scale_arcsec)
-    plan = make_plan(catalog, tiles, model_config.stamp_size_px, settings.shard_size)
+    try:
+        plan = make_plan(catalog, tiles, model_config.stamp_size_px, settings.shard_size, settings.where)
+    except ValueError as error:
+        raise SettingsError(str(error)) from None
     log(f"{len(catalog)} catalogue objects, {len(tiles)} tiles x {len(bands)} bands: "
         f"{len(plan.objects)} to cut in {len(plan.shards)} shards, {len(plan.failures)} not on any tile")
     return PreparedRun(settings, checkpoint, model_config, bands, catalog, tiles, plan)
@@ -110,6 +113,7 @@ def execute(prepared: PreparedRun, client: Client, log: Callable[[str], None] = 
         "model_weights_sha256": sha256_of(checkpoint / WEIGHTS_FILE),
         "model_config": model_config.to_json(),
         "shard_size": settings.shard_size,
+        "where": settings.where,
     }
     resuming = run_dir.prepare(fingerprint(inputs), inputs, settings.force)
     settings.save(run_dir.root / "run.yaml")

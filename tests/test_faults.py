@@ -93,3 +93,23 @@ def test_a_worker_killed_mid_run_changes_nothing(tiny_survey, tiny_model, client
     assert 0 < done_at_kill < total, "the kill must land while shards remain"
     pd.testing.assert_frame_equal(pd.read_parquet(outcome["result"].candidates), pd.read_parquet(reference.candidates))
     shutil.rmtree(out)
+
+
+def test_preselection_rejects_objects_into_the_failure_list(tiny_survey, tiny_model, client, tmp_path):
+    catalog = pd.read_parquet(tiny_survey.catalog_path)
+    cut = float(np.nanmedian(catalog["mag_r"]))
+    result = run_with_client(settings_for(tiny_survey, tiny_model, tmp_path / "out", where=f"mag_r < {cut}"),
+                             client, log=lambda _: None)
+    candidates = pd.read_parquet(result.candidates)
+    failures = pd.read_parquet(result.failures)
+    assert (candidates["mag_r"] < cut).all()
+    rejected = failures[failures["reason"] == "not_selected"]
+    assert set(rejected["object_id"]) == set(catalog.loc[~(catalog["mag_r"] < cut), "id"])
+    assert len(candidates) + len(failures) == len(catalog)
+
+
+def test_a_bad_preselection_is_a_clear_error(tiny_survey, tiny_model, client, tmp_path):
+    from pipeline.config import SettingsError
+
+    with pytest.raises(SettingsError, match="magnitude"):
+        run_with_client(settings_for(tiny_survey, tiny_model, tmp_path / "out", where="magnitude < 3"), client)
