@@ -38,7 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     inputs = parser.add_argument_group("inputs")
     inputs.add_argument("--images", metavar="PATTERN",
                         help="path pattern of the tiles with {tile} and {band}, e.g. 'tiles/{tile}_{band}.fits'; "
-                             "every tile found must have every band")
+                             "every tile found must have every band. Without {band}: one multi-extension FITS per "
+                             "tile with extensions named after the bands. Tile-compressed (fpack) files work as is")
+    inputs.add_argument("--masks", metavar="PATTERN",
+                        help="optional mask images (non-zero = bad pixel), with {tile} and optionally {band}")
+    inputs.add_argument("--weights", metavar="PATTERN",
+                        help="optional weight/inverse-variance maps (zero = bad pixel), with {tile} and optionally {band}")
     inputs.add_argument("--catalog", metavar="FILE",
                         help="CSV, FITS table or Parquet with columns id, ra, dec (degrees); other columns are carried "
                              "into the outputs")
@@ -95,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as error:
         from pipeline.resume import ResumeError
-        from pipeline.tiles import InputError
+        from pipeline.images import InputError
 
         if isinstance(error, (InputError, ResumeError)):
             print(f"run_survey.py: error: {error}", file=sys.stderr)

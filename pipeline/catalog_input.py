@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 from astropy.table import Table
 
-from pipeline.tiles import InputError
+from pipeline.images import InputError
 
 REQUIRED_COLUMNS = ("id", "ra", "dec")
 

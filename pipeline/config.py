@@ -28,7 +28,10 @@ class Settings:
     """Everything a survey run needs. Paths are as given (relative to the working directory).
 
     Attributes:
-        images: path pattern with ``{tile}`` and ``{band}``, e.g. ``tiles/{tile}_{band}.fits``.
+        images: path pattern with ``{tile}`` and ``{band}``, e.g. ``tiles/{tile}_{band}.fits``; without
+            ``{band}``, one multi-extension file per tile with extensions named after the bands.
+        masks: optional pattern of mask images (non-zero = bad pixel), same placeholders.
+        weights: optional pattern of weight maps (zero = bad pixel), same placeholders.
         catalog: CSV, FITS table or Parquet with columns ``id``, ``ra``, ``dec`` (degrees).
         bands: band names in the order the model expects; default: the model's own bands.
         where: preselection on catalogue columns (pandas query syntax), e.g. ``mag_r < 22``.
@@ -49,6 +52,8 @@ class Settings:
     """
 
     images: str | None = None
+    masks: str | None = None
+    weights: str | None = None
     catalog: str | None = None
     bands: list[str] | None = None
     where: str | None = None
@@ -82,11 +87,10 @@ class Settings:
                 raise SettingsError("--images is required: a path pattern such as 'tiles/{tile}_{band}.fits'")
             if not self.catalog:
                 raise SettingsError("--catalog is required: a CSV, FITS or Parquet file with id, ra, dec")
-            missing = [key for key in ("{tile}", "{band}") if key not in self.images]
-            if missing:
+            if "{tile}" not in self.images:
                 raise SettingsError(
-                    f"--images {self.images!r} lacks the placeholder(s) {' and '.join(missing)}; "
-                    "write e.g. 'tiles/{tile}_{band}.fits'"
+                    f"--images {self.images!r} lacks the placeholder {{tile}}; write e.g. "
+                    "'tiles/{tile}_{band}.fits' (or 'tiles/{tile}.fits' for one multi-extension file per tile)"
                 )
         if self.cluster not in CLUSTERS:
             raise SettingsError(f"--cluster must be one of {', '.join(CLUSTERS)}, not {self.cluster!r}")

@@ -25,12 +25,13 @@ from pipeline import store
 from pipeline.catalog_input import read_catalog
 from pipeline.cluster import make_client
 from pipeline.config import Settings, SettingsError
+from pipeline.images import split_reference
 from pipeline.inference import ModelPlugin
 from pipeline.merge import merge_outputs
 from pipeline.plan import Plan, make_plan
 from pipeline.resume import RunDirectory, file_identity, fingerprint
 from pipeline.tasks import cut_shard, existing, score_shard
-from pipeline.tiles import Tile, discover_tiles, read_tile_headers
+from pipeline.tiles import Tile, attach_maps, discover_tiles, read_tile_headers
 from pipeline.version import code_version
 
 # Tiles and model may differ in pixel scale by this fraction before the run refuses.
@@ -88,7 +89,10 @@ def prepare_run(settings: Settings, log: Callable[[str], None] = print) -> Prepa
             f"{len(model_config.bands)} ({','.join(model_config.bands)}, in that order)"
         )
     catalog = read_catalog(settings.catalog)
-    tiles = read_tile_headers(discover_tiles(settings.images, bands))
+    tiles = discover_tiles(settings.images, bands)
+    attach_maps(tiles, settings.masks, "masks")
+    attach_maps(tiles, settings.weights, "weights")
+    tiles = read_tile_headers(tiles)
     _check_pixel_scale(tiles, model_config.pixel_scale_arcsec)
     try:
         plan = make_plan(catalog, tiles, model_config.stamp_size_px, settings.shard_size, settings.where)
@@ -108,7 +112,10 @@ def execute(prepared: PreparedRun, client: Client, log: Callable[[str], None] = 
     run_dir = RunDirectory(settings.out)
     inputs = {
         "catalog": file_identity(settings.catalog),
-        "tiles": {tile.name: {band: file_identity(path) for band, path in tile.paths.items()} for tile in tiles},
+        "tiles": {tile.name: {band: file_identity(split_reference(reference)[0]) for band, reference in
+                              {**tile.paths, **{f"mask:{b}": r for b, r in tile.masks.items()},
+                               **{f"weight:{b}": r for b, r in tile.weights.items()}}.items()}
+                  for tile in tiles},
         "bands": bands,
         "model_weights_sha256": sha256_of(checkpoint / WEIGHTS_FILE),
         "model_config": model_config.to_json(),
@@ -164,7 +171,8 @@ def _show_progress(futures: list, log: Callable[[str], None]) -> None:
 
 def _build_graph(plan: Plan, run_dir: RunDirectory, size_px: int, batch_size: int) -> tuple[list, int]:
     """Delayed cut and score tasks for the shards that are not done yet."""
-    tile_paths = {name: {band: str(path) for band, path in tile.paths.items()} for name, tile in plan.tiles.items()}
+    tile_references = {name: {"images": tile.paths, "masks": tile.masks, "weights": tile.weights}
+                       for name, tile in plan.tiles.items()}
     tasks, done = [], 0
     for shard, (start, stop) in enumerate(plan.shards):
         cut_part, score_part = run_dir.part("cut", shard), run_dir.part("score", shard)
@@ -175,7 +183,7 @@ def _build_graph(plan: Plan, run_dir: RunDirectory, size_px: int, batch_size: in
             cut = dask.delayed(existing)(str(cut_part), dask_key_name=f"resumed-cut-{shard:06d}")
         else:
             shard_objects = plan.objects.iloc[start:stop][["tile", "x_px", "y_px", "crowded"]]
-            needed = {name: tile_paths[name] for name in shard_objects["tile"].unique()}
+            needed = {name: tile_references[name] for name in shard_objects["tile"].unique()}
             cut = dask.delayed(cut_shard, pure=False)(
                 str(run_dir.store), str(cut_part), start, shard_objects, needed, size_px,
                 dask_key_name=f"cut-{shard:06d}")

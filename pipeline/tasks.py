@@ -11,16 +11,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from astropy.io import fits
-
 from catalogs.io import atomic_write_parquet
 from pipeline import store
 from pipeline.cutouts import cut_stamps, stamp_flags
+from pipeline.images import InputError, read_image
 from pipeline.inference import worker_model
-from pipeline.tiles import find_image_hdu
 
 # Errors a damaged or unreadable FITS file raises while being opened or read.
-FITS_ERRORS = (OSError, ValueError, TypeError, IndexError, KeyError, EOFError)
+FITS_ERRORS = (OSError, ValueError, TypeError, IndexError, KeyError, EOFError, InputError)
+
+
+def _bad_pixels(references: dict[str, str], kind: str, band: str, x, y, size_px: int) -> np.ndarray | None:
+    """Where a mask (non-zero) or weight map (zero or negative) marks the stamp's pixels bad."""
+    if band not in references:
+        return None
+    values, _ = cut_stamps(read_image(references[band]), x, y, size_px)
+    return values != 0 if kind == "masks" else ~(values > 0)
 
 
 def cut_shard(
@@ -28,15 +34,17 @@ def cut_shard(
     part_path: str,
     start: int,
     objects: pd.DataFrame,
-    tile_paths: dict[str, dict[str, str]],
+    tile_references: dict[str, dict[str, dict[str, str]]],
     size_px: int,
 ) -> str:
     """Cut the stamps of one shard, write them into the store, record each object's status.
 
     ``objects`` are the shard's rows of the plan (columns tile, x_px, y_px, crowded) in
-    store order. An unreadable tile fails only its own objects.
+    store order; ``tile_references[tile]`` maps ``images``, ``masks`` and ``weights`` to
+    band -> image reference. Pixels that a mask or weight map marks bad become NaN. An
+    unreadable tile fails only its own objects.
     """
-    bands = list(next(iter(tile_paths.values())))
+    bands = list(next(iter(tile_references.values()))["images"])
     n = len(objects)
     stamps = np.full((n, len(bands), size_px, size_px), np.nan, dtype=np.float32)
     padded = np.zeros(n, dtype=np.int64)
@@ -44,19 +52,24 @@ def cut_shard(
     detail = np.full(n, None, dtype=object)
     for tile, group in objects.groupby("tile", sort=False):
         positions = objects.index.get_indexer(group.index)
+        references = tile_references[tile]
+        x, y = group["x_px"].to_numpy(), group["y_px"].to_numpy()
+        reading = ""
         try:
             for band_index, band in enumerate(bands):
-                with fits.open(tile_paths[tile][band], memmap=True) as hdul:
-                    image = hdul[find_image_hdu(hdul)].data
-                    if image is None or image.ndim != 2:
-                        raise ValueError("no 2-D image data")
-                    cut, padded_px = cut_stamps(image, group["x_px"].to_numpy(), group["y_px"].to_numpy(), size_px)
+                reading = references["images"][band]
+                cut, padded_px = cut_stamps(read_image(reading), x, y, size_px)
+                for kind in ("masks", "weights"):
+                    reading = references[kind].get(band, reading)
+                    bad = _bad_pixels(references[kind], kind, band, x, y, size_px)
+                    if bad is not None:
+                        cut[bad] = np.nan
                 stamps[positions, band_index] = cut
                 padded[positions] = padded_px
         except FITS_ERRORS as error:
             stamps[positions] = np.nan
             reason[positions] = "unreadable_tile"
-            detail[positions] = f"{tile_paths[tile][band]}: {type(error).__name__}: {error}"
+            detail[positions] = f"{reading}: {type(error).__name__}: {error}"
     flags, empty = stamp_flags(stamps, padded, objects["crowded"].to_numpy())
     newly_empty = empty & (reason == None)  # noqa: E711 (elementwise on an object array)
     reason[newly_empty] = "empty_stamp"
