@@ -17,6 +17,8 @@ $(VENV)/.installed: setup.cfg pyproject.toml requirements-torch.txt
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_SPEC)
 	$(PY) -m pip install --quiet -e ".[test]"
+	# lenscat ships the catalogue of known lenses; its own dependencies (ligo.skymap) are not needed to read it.
+	$(PY) -m pip install --quiet --no-deps "lenscat>=1.1"
 	touch $@
 
 env: $(VENV)/.installed  ## create the virtual environment (.venv)

@@ -69,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     compute.add_argument("--shard-size", type=int, metavar="N", help="objects per Zarr chunk and task (default: 512)")
     compute.add_argument("--batch-size", type=int, metavar="N", help="stamps per forward pass (default: 256)")
     compute.add_argument("--dashboard-address", metavar="HOST:PORT", help="Dask dashboard address (default: :8787)")
+    output = parser.add_argument_group("catalogue")
+    output.add_argument("--target-prevalence", type=float, metavar="P",
+                        help="lens fraction assumed in the survey for the recalibrated p_survey column (default: 1e-3)")
+    output.add_argument("--known-lenses", metavar="lenscat|FILE.csv",
+                        help="cross-match with known lenses: 'lenscat' (needs the lenscat package) or a CSV in its format")
+    output.add_argument("--hats-min-rows", type=int, metavar="N",
+                        help="also write a HEALPix-partitioned HATS copy above N rows (default: 1000000)")
     parser.add_argument("--force", action="store_true", default=None,
                         help="discard results in --out made with other inputs or settings")
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=None,

@@ -44,6 +44,10 @@ class Settings:
         device: where the model runs: ``auto`` picks CUDA when the worker has a GPU.
         shard_size: objects per Zarr chunk and per inference task.
         batch_size: stamps per forward pass.
+        target_prevalence: lens fraction assumed in the survey for the recalibrated ``p_survey`` column.
+        known_lenses: cross-match the catalogue with known lenses: ``lenscat`` (the catalogue shipped
+            with the lenscat package) or a CSV in lenscat's format; none by default.
+        hats_min_rows: also write a HEALPix-partitioned (HATS) copy when the catalogue has more rows.
         force: discard an output directory made with other settings instead of refusing.
         progress: draw a progress bar in the terminal.
         demo: generate a mock survey into ``out/mock_survey`` and run on it.
@@ -66,6 +70,9 @@ class Settings:
     device: str = "auto"
     shard_size: int = 512
     batch_size: int = 256
+    target_prevalence: float = 1e-3
+    known_lenses: str | None = None
+    hats_min_rows: int = 1_000_000
     force: bool = False
     progress: bool = True
     demo: bool = False
@@ -103,6 +110,8 @@ class Settings:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise SettingsError(f"--{name.replace('_', '-')} must be a positive integer")
+        if not 0 < self.target_prevalence < 1:
+            raise SettingsError(f"--target-prevalence must lie strictly between 0 and 1, not {self.target_prevalence}")
         if self.bands is not None and len(set(self.bands)) != len(self.bands):
             raise SettingsError(f"--bands lists a band twice: {','.join(self.bands)}")
         return self

@@ -19,6 +19,7 @@ import dask
 import pandas as pd
 from distributed import Client, as_completed, performance_report, progress
 
+from catalogs.crossmatch import load_known_lenses
 from catalogs.flags import documentation as flags_documentation
 from lensnet.checkpoint import WEIGHTS_FILE, ModelConfig, load_config, resolve_checkpoint, sha256_of
 from pipeline import store
@@ -61,6 +62,7 @@ class PreparedRun:
     catalog: pd.DataFrame
     tiles: list[Tile]
     plan: Plan
+    known_lenses: pd.DataFrame | None = None
 
 
 def run(settings: Settings, log: Callable[[str], None] = print) -> RunResult:
@@ -100,7 +102,14 @@ def prepare_run(settings: Settings, log: Callable[[str], None] = print) -> Prepa
         raise SettingsError(str(error)) from None
     log(f"{len(catalog)} catalogue objects, {len(tiles)} tiles x {len(bands)} bands: "
         f"{len(plan.objects)} to cut in {len(plan.shards)} shards, {len(plan.failures)} not on any tile")
-    return PreparedRun(settings, checkpoint, model_config, bands, catalog, tiles, plan)
+    known_lenses = None
+    if settings.known_lenses:
+        source = None if settings.known_lenses == "lenscat" else settings.known_lenses
+        try:
+            known_lenses = load_known_lenses(source)
+        except (OSError, ImportError, ValueError) as error:
+            raise SettingsError(f"--known-lenses {settings.known_lenses}: {error}") from None
+    return PreparedRun(settings, checkpoint, model_config, bands, catalog, tiles, plan, known_lenses)
 
 
 def execute(prepared: PreparedRun, client: Client, log: Callable[[str], None] = print) -> RunResult:
@@ -148,6 +157,10 @@ def execute(prepared: PreparedRun, client: Client, log: Callable[[str], None] = 
         [str(run_dir.part("cut", shard)) for shard in range(len(plan.shards))],
         [str(run_dir.part("score", shard)) for shard in range(len(plan.shards))],
         model_config.threshold, run_dir.root, provenance,
+        train_prevalence=model_config.train_prevalence,
+        target_prevalence=settings.target_prevalence,
+        hats_min_rows=settings.hats_min_rows,
+        known_lenses=prepared.known_lenses,
     )
     summary["seconds"] = round(time.perf_counter() - started, 2)
     summary["shards"] = len(plan.shards)

@@ -110,3 +110,25 @@ def test_other_settings_refuse_to_resume_unless_forced(first_run, tiny_survey, t
     pd.testing.assert_frame_equal(pd.read_parquet(result.candidates).drop(columns="cutout_index"),
                                   pd.read_parquet(first_run.candidates).drop(columns="cutout_index"),
                                   check_exact=False, rtol=1e-5)
+
+
+def test_known_lenses_are_crossmatched_and_scores_recalibrated(tiny_survey, tiny_model, client, tmp_path):
+    catalog = pd.read_parquet(tiny_survey.catalog_path)
+    known = catalog.iloc[[3, 7]]
+    lenscat_csv = tmp_path / "known.csv"
+    pd.DataFrame({"name": ["KNOWN-A", "KNOWN-B"], "RA [deg]": known["ra"].to_numpy() + 0.3 / 3600,
+                  "DEC [deg]": known["dec"].to_numpy(), "grading": ["confident", "probable"]}).to_csv(
+        lenscat_csv, index=False)
+    result = run_with_client(
+        settings_for(tiny_survey, tiny_model, tmp_path / "out", known_lenses=str(lenscat_csv), target_prevalence=1e-4),
+        client, log=lambda _: None)
+    candidates = pd.read_parquet(result.candidates).set_index("object_id")
+    matched = candidates.loc[known["id"].to_numpy()]
+    assert list(matched["known_lens_name"]) == ["KNOWN-A", "KNOWN-B"]
+    np.testing.assert_allclose(matched["known_lens_separation_arcsec"], 0.3 * np.cos(np.radians(known["dec"])),
+                               rtol=1e-3)
+    assert candidates["known_lens_name"].notna().sum() == 2
+    # At a prevalence far below the training one, recalibrated probabilities shrink, keeping the order.
+    assert (candidates["p_survey"] <= candidates["score"] + 1e-7).all()
+    order = candidates.sort_values("rank")
+    assert (np.diff(order["p_survey"].to_numpy()) <= 1e-12).all()
