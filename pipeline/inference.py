@@ -16,6 +16,7 @@ from distributed import WorkerPlugin, get_worker
 
 from lensnet.checkpoint import LoadedModel, ModelConfig, load_model
 from lensnet.preprocess import normalise
+from lensnet.preprocess_torch import TORCH_NORMALISATIONS
 
 PLUGIN_NAME = "lensfinder-model"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -45,16 +46,38 @@ def preprocess(stamps: np.ndarray, config: ModelConfig) -> tuple[np.ndarray, np.
     return normalise(stamps, config.normalisation, **config.normalisation_params)
 
 
-@torch.inference_mode()
+def prepare_inputs(stamps: np.ndarray, config: ModelConfig, device: torch.device) -> torch.Tensor | np.ndarray:
+    """Normalised inputs for a model on ``device``.
+
+    On a GPU, a normalisation with a torch implementation runs there (the float64 NumPy
+    reference would leave the GPU waiting); elsewhere the NumPy reference is used.
+    """
+    if device.type == "cuda" and config.normalisation in TORCH_NORMALISATIONS:
+        raw = torch.from_numpy(np.ascontiguousarray(stamps, dtype=np.float32)).to(device, non_blocking=True)
+        return TORCH_NORMALISATIONS[config.normalisation](raw, **config.normalisation_params)
+    inputs, _ = preprocess(stamps, config)
+    return inputs
+
+
 def score_stamps(
     loaded: LoadedModel, stamps: np.ndarray, batch_size: int = 256, precision: str = "auto"
 ) -> np.ndarray:
     """Logits for raw stamps (n, bands, S, S): preprocess, then batched forward passes."""
-    inputs, _ = preprocess(stamps, loaded.config)
     device = next(loaded.module.parameters()).device
+    return forward_logits(loaded, prepare_inputs(stamps, loaded.config, device), batch_size, precision)
+
+
+@torch.inference_mode()
+def forward_logits(
+    loaded: LoadedModel, inputs: np.ndarray | torch.Tensor, batch_size: int = 256, precision: str = "auto"
+) -> np.ndarray:
+    """Logits for already-normalised inputs (an array, or a tensor on any device), in batches."""
+    device = next(loaded.module.parameters()).device
+    if isinstance(inputs, np.ndarray):
+        inputs = torch.from_numpy(np.ascontiguousarray(inputs))
     logits = np.empty(len(inputs), dtype=np.float32)
     for start in range(0, len(inputs), batch_size):
-        batch = torch.from_numpy(np.ascontiguousarray(inputs[start : start + batch_size])).to(device, non_blocking=True)
+        batch = inputs[start : start + batch_size].to(device, non_blocking=True)
         with autocast_for(device, precision):
             output = loaded.module(batch)
         logits[start : start + len(batch)] = output.float().cpu().numpy()
@@ -88,10 +111,17 @@ class ModelPlugin(WorkerPlugin):
         self.loaded = load_model(self.model, device=device)
 
     def score(self, stamps: np.ndarray, batch_size: int) -> np.ndarray:
-        # One forward pass at a time per worker: several Dask threads sharing one model
-        # would oversubscribe the cores (CPU) or the memory (GPU).
+        # Preprocessing runs in the task's own thread; the forward pass runs one at a time
+        # per worker, since threads sharing one model would oversubscribe the cores (CPU)
+        # or the memory (GPU). With several threads per GPU worker, the CPU work of one
+        # shard overlaps the GPU work of another.
+        device = next(self.loaded.module.parameters()).device
+        if device.type == "cuda":
+            with self.lock:
+                return score_stamps(self.loaded, stamps, batch_size, self.precision)
+        inputs, _ = preprocess(stamps, self.loaded.config)
         with self.lock:
-            return score_stamps(self.loaded, stamps, batch_size, self.precision)
+            return forward_logits(self.loaded, inputs, batch_size, self.precision)
 
     def __getstate__(self):
         state = self.__dict__.copy()
