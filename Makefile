@@ -7,7 +7,7 @@ TORCH_SPEC ?= $(shell grep -v "^\#" requirements-torch.txt | head -n 1)
 DEMO_DIR ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: help env test test-fast demo train-default bench clean
+.PHONY: help env test test-fast test-slurm demo train-default bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ test: $(VENV)/.installed  ## run the whole test suite
 
 test-fast: $(VENV)/.installed  ## the test suite without the slow tests
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slurm: $(VENV)/.installed  ## the tests that need SLURM (start it with deploy/ci/start-slurm.sh)
+	$(PY) -m pytest -m slurm $(PYTEST_ARGS)
 
 demo: $(VENV)/.installed  ## mock survey -> run_survey.py -> ranked catalogue, with AUROC vs truth
 	$(PY) run_survey.py --demo --out $(DEMO_DIR)

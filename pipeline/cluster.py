@@ -2,26 +2,73 @@
 
 Kept apart from running the survey: tests and notebooks pass their own client to
 ``pipeline.run.run_with_client``.
+
+SLURM (``--cluster slurm``) starts its workers as batch jobs through dask-jobqueue. What
+each job asks for (partition, cores, memory, walltime, GPUs, the worker's Python) comes
+from Dask's configuration under ``jobqueue.slurm``, which Dask reads at start-up from
+``~/.config/dask/*.yaml``, ``/etc/dask/`` and the file or directory named by the
+``DASK_CONFIG`` environment variable; ``deploy/jobqueue.yaml`` is a template. Two
+settings of this project live in the same configuration:
+
+``lensfinder.slurm.worker-timeout``
+    how long to wait for the first worker job to start and connect (default 30 minutes;
+    seconds or a string such as ``"10 minutes"``); also settable as the environment
+    variable ``DASK_LENSFINDER__SLURM__WORKER_TIMEOUT``.
+``lensfinder.slurm.poll-interval``
+    how often to look at the scheduler and at ``squeue`` while waiting (default 5 s).
 """
 
 from __future__ import annotations
 
+import logging
+import shutil
+import subprocess
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
+import dask
+from dask.utils import parse_timedelta
 from distributed import Client, LocalCluster
 
 from pipeline.config import Settings, SettingsError
 
+logger = logging.getLogger(__name__)
+
+# Dask configuration keys of this project (see the module docstring).
+WORKER_TIMEOUT_KEY = "lensfinder.slurm.worker-timeout"
+POLL_INTERVAL_KEY = "lensfinder.slurm.poll-interval"
+DEFAULT_WORKER_TIMEOUT = "30 minutes"
+DEFAULT_POLL_INTERVAL = "5 s"
+
+# squeue states of a job that may still start a worker.
+ALIVE_JOB_STATES = frozenset({
+    "PENDING", "CONFIGURING", "RUNNING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "RESIZING", "SUSPENDED",
+})
+
+
+class ClusterError(SettingsError):
+    """The cluster did not come up; the message says what to check.
+
+    A :class:`SettingsError` so that ``run_survey.py`` reports it as a one-line error:
+    almost always the cause is the queue or the jobqueue configuration, not the code.
+    """
+
 
 @contextmanager
 def make_client(settings: Settings) -> Iterator[Client]:
-    """A client for ``settings``; clusters started here are closed on exit."""
+    """A client for ``settings``; clusters started here are closed on exit.
+
+    With ``--cluster slurm`` the client is handed out once at least one worker job has
+    connected; leaving the context cancels the worker jobs that are still queued or running.
+    """
     if settings.scheduler:
         with Client(settings.scheduler) as client:
             yield client
         return
     with _start_cluster(settings) as cluster, Client(cluster) as client:
+        if settings.cluster == "slurm":
+            wait_for_slurm_worker(client, cluster)
         yield client
 
 
@@ -43,13 +90,147 @@ def _start_cluster(settings: Settings):
         # One worker per visible GPU; each worker sees its own device as cuda:0.
         return LocalCUDACluster(threads_per_worker=1, dashboard_address=settings.dashboard_address)
     if settings.cluster == "slurm":
-        try:
-            from dask_jobqueue import SLURMCluster
-        except ImportError:
-            raise SettingsError("--cluster slurm needs dask-jobqueue: pip install 'lensfinder[slurm]'") from None
-        # Queue, cores, memory and walltime come from dask's jobqueue.slurm configuration
-        # (see deploy/); only the number of jobs is set here.
-        cluster = SLURMCluster(scheduler_options={"dashboard_address": settings.dashboard_address})
-        cluster.scale(jobs=settings.resolved_workers())
-        return cluster
+        return start_slurm_cluster(settings)
     raise SettingsError(f"unknown cluster {settings.cluster!r}")
+
+
+def start_slurm_cluster(settings: Settings):
+    """A dask-jobqueue ``SLURMCluster`` from Dask's configuration, scaled to ``--workers`` jobs.
+
+    The jobs are submitted in the background; :func:`wait_for_slurm_worker` waits for them.
+    ``--workers`` counts jobs: a job whose configuration says ``processes: P`` gives P workers.
+    """
+    try:
+        from dask_jobqueue import SLURMCluster
+    except ImportError:
+        raise SettingsError("--cluster slurm needs dask-jobqueue: pip install 'lensfinder[slurm]'") from None
+    if shutil.which("sbatch") is None:
+        raise SettingsError("--cluster slurm needs SLURM's sbatch on this machine's PATH "
+                            "(run on a login node, or `module load slurm`)")
+    missing = [key for key in ("cores", "memory") if dask.config.get(f"jobqueue.slurm.{key}", None) is None]
+    if missing:
+        raise SettingsError(
+            f"--cluster slurm: Dask's configuration does not set jobqueue.slurm.{' or .'.join(missing)}. "
+            "Copy deploy/jobqueue.yaml to ~/.config/dask/lensfinder-jobqueue.yaml and edit it, or point "
+            "the DASK_CONFIG environment variable at your copy (searched: "
+            f"{', '.join(dask.config.paths)})"
+        )
+    # Scheduler options from the configuration (e.g. the network interface), with the
+    # dashboard address of this run.
+    scheduler_options = dict(dask.config.get("jobqueue.slurm.scheduler-options", None) or {})
+    scheduler_options["dashboard_address"] = settings.dashboard_address
+    _warn_about_torch_threads(settings)
+    cluster = SLURMCluster(scheduler_options=scheduler_options)
+    cluster.scale(jobs=settings.resolved_workers())
+    return cluster
+
+
+def _warn_about_torch_threads(settings: Settings) -> None:
+    """The default PyTorch threads per worker count this machine's cores, not the worker jobs' CPUs."""
+    if settings.threads_per_worker is not None:
+        return
+    job_cpus = dask.config.get("jobqueue.slurm.job-cpu", None) or dask.config.get("jobqueue.slurm.cores")
+    per_worker = max(1, int(job_cpus) // int(dask.config.get("jobqueue.slurm.processes", None) or 1))
+    if per_worker != settings.resolved_threads():
+        logger.warning(
+            "--cluster slurm: each worker job has %d CPU(s) per worker, but without --threads-per-worker "
+            "PyTorch uses %d thread(s) (this machine's cores / --workers); set threads_per_worker: %d",
+            per_worker, settings.resolved_threads(), per_worker,
+        )
+
+
+def wait_for_slurm_worker(client: Client, cluster, timeout: float | str | None = None,
+                          poll_interval: float | str | None = None) -> None:
+    """Return once a worker has connected; otherwise raise :class:`ClusterError` with hints.
+
+    Fails early when every submitted job has already left the queue without a worker
+    connecting (a crash at start-up: wrong Python, unreachable scheduler, ...), and after
+    ``timeout`` (default: the ``lensfinder.slurm.worker-timeout`` configuration) when the
+    jobs are still pending.
+    """
+    timeout = parse_timedelta(timeout if timeout is not None
+                              else dask.config.get(WORKER_TIMEOUT_KEY, DEFAULT_WORKER_TIMEOUT))
+    poll_interval = parse_timedelta(poll_interval if poll_interval is not None
+                                    else dask.config.get(POLL_INTERVAL_KEY, DEFAULT_POLL_INTERVAL))
+    deadline = time.monotonic() + timeout
+    while True:
+        if client.scheduler_info().get("workers"):
+            return
+        job_ids = submitted_job_ids(cluster)
+        states = job_states(job_ids)
+        if job_ids and states is not None and not any(state in ALIVE_JOB_STATES for state, _ in states.values()):
+            raise ClusterError(
+                f"the SLURM worker job(s) ended before a worker connected ({describe_jobs(job_ids, states)}); "
+                f"see the job's output file ({job_output_hint(cluster, job_ids)})"
+            )
+        if time.monotonic() >= deadline:
+            jobs = f"jobs: {describe_jobs(job_ids, states)}" if job_ids else "no job was submitted; is sbatch working?"
+            running = any(state == "RUNNING" for state, _ in (states or {}).values())
+            hint = ("a running job whose worker does not connect cannot reach the scheduler: set "
+                    "jobqueue.slurm.interface to the cluster network (e.g. ib0)" if running else
+                    f"a busy queue needs a longer {WORKER_TIMEOUT_KEY} "
+                    "(environment: DASK_LENSFINDER__SLURM__WORKER_TIMEOUT=3600)")
+            raise ClusterError(
+                f"no SLURM worker started within {timeout:.0f} s ({jobs}); check `squeue -u $USER` and "
+                f"the job's output file ({job_output_hint(cluster, job_ids)}); {hint}"
+            )
+        time.sleep(max(0.05, min(poll_interval, deadline - time.monotonic())))
+
+
+def submitted_job_ids(cluster) -> list[str]:
+    """SLURM ids of the cluster's worker jobs that sbatch has accepted so far."""
+    jobs = list(cluster.workers.values()) if hasattr(cluster, "workers") else []
+    return [str(job.job_id) for job in jobs if getattr(job, "job_id", None)]
+
+
+def job_states(job_ids: list[str]) -> dict[str, tuple[str, str]] | None:
+    """``{job id: (state, reason)}`` from squeue; None when squeue cannot tell.
+
+    Jobs that ended long enough ago (SLURM's ``MinJobAge``) are missing from the answer.
+    """
+    if not job_ids or shutil.which("squeue") is None:
+        return None
+    try:
+        answer = subprocess.run(
+            ["squeue", "--noheader", "--states=all", f"--jobs={','.join(job_ids)}", "--format=%i %T %R"],
+            capture_output=True, text=True, timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if answer.returncode != 0:
+        # squeue refuses the whole query when every id is unknown (purged after the end).
+        return {} if "Invalid job id" in answer.stderr else None
+    states = {}
+    for line in answer.stdout.splitlines():
+        parts = line.split(maxsplit=2)
+        if len(parts) >= 2:
+            states[parts[0]] = (parts[1], parts[2] if len(parts) == 3 else "")
+    return states
+
+
+def describe_jobs(job_ids: list[str], states: dict[str, tuple[str, str]] | None) -> str:
+    """``"123 PENDING (Priority), 124 ENDED"`` for error messages."""
+    described = []
+    for job in job_ids:
+        if states is None:
+            described.append(f"{job} state unknown")
+        elif job not in states:
+            described.append(f"{job} ENDED")
+        else:
+            state, reason = states[job]
+            if state == "RUNNING":
+                described.append(f"{job} RUNNING on {reason}")  # squeue's %R is the node list then
+            else:
+                described.append(f"{job} {state}" + (f" ({reason.strip('()')})" if reason and reason != "None" else ""))
+    return ", ".join(described)
+
+
+def job_output_hint(cluster, job_ids: list[str]) -> str:
+    """Where the worker jobs write their output, as a short phrase for error messages."""
+    job = next(iter(cluster.workers.values()), None) if hasattr(cluster, "workers") else None
+    log_directory = getattr(job, "log_directory", None) or dask.config.get("jobqueue.slurm.log-directory", None)
+    example = job_ids[0] if job_ids else "JOBID"
+    if log_directory:
+        name = getattr(job, "job_name", None) or "dask-worker"
+        return f"{log_directory}/{name}-{example}.err and .out"
+    return f"slurm-{example}.out in the directory run_survey.py was started from, unless jobqueue.slurm.log-directory is set"

@@ -19,6 +19,14 @@ CLUSTERS = ("local", "cuda", "slurm")
 DEVICES = ("auto", "cpu", "cuda")
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on: a SLURM allocation or cpuset, not the whole node."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not available on macOS
+        return os.cpu_count() or 1
+
+
 class SettingsError(ValueError):
     """A setting is missing or wrong; the message says which and what to do."""
 
@@ -117,10 +125,10 @@ class Settings:
         return self
 
     def resolved_workers(self) -> int:
-        return self.workers or max(1, min(4, os.cpu_count() or 1))
+        return self.workers or max(1, min(4, usable_cpus()))
 
     def resolved_threads(self) -> int:
-        return self.threads_per_worker or max(1, (os.cpu_count() or 1) // self.resolved_workers())
+        return self.threads_per_worker or max(1, usable_cpus() // self.resolved_workers())
 
     def to_dict(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in self.keys()}
