@@ -122,6 +122,41 @@ def cut_stamps(image: np.ndarray, x_px: np.ndarray, y_px: np.ndarray, size_px: i
     return stamps, padded_px
 
 
+def resample_stamps(
+    image: np.ndarray, reference_wcs, band_wcs, x_px: np.ndarray, y_px: np.ndarray, size_px: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stamps of a band on another pixel grid, sampled onto the reference band's stamp grid.
+
+    Output pixel (i, j) of an object's stamp is the reference pixel
+    ``(x0 + j, y0 + i)`` of :func:`cut_stamps`; its position on ``image`` follows from a
+    local affine map (reference pixels -> sky -> band pixels, derived per object from the
+    two WCSs by finite differences: exact for tangent-plane projections over a stamp),
+    and its value is bilinearly interpolated — surface brightness in the band's own
+    units per band pixel. Bands finer than the reference are point-sampled (no
+    anti-aliasing). Returns ``(stamps, padded_px)`` like :func:`cut_stamps`, NaN where
+    the band has no data.
+    """
+    from scipy.ndimage import map_coordinates
+
+    x0, y0 = stamp_origins(x_px, y_px, size_px)
+    n = len(x0)
+    centre_x, centre_y = x0 + (size_px - 1) / 2, y0 + (size_px - 1) / 2
+    # One vectorised WCS round trip per probe point: the centre and one pixel along x and y.
+    probes = [(centre_x, centre_y), (centre_x + 1, centre_y), (centre_x, centre_y + 1)]
+    mapped = [band_wcs.world_to_pixel_values(*reference_wcs.pixel_to_world_values(px, py)) for px, py in probes]
+    (bx, by), (bx_dx, by_dx), (bx_dy, by_dy) = [(np.asarray(u), np.asarray(v)) for u, v in mapped]
+    offsets = np.arange(size_px) - (size_px - 1) / 2
+    dx, dy = offsets[None, None, :], offsets[None, :, None]
+    columns = bx[:, None, None] + (bx_dx - bx)[:, None, None] * dx + (bx_dy - bx)[:, None, None] * dy
+    rows = by[:, None, None] + (by_dx - by)[:, None, None] * dx + (by_dy - by)[:, None, None] * dy
+    height, width = image.shape
+    inside = (columns >= -0.5) & (columns <= width - 0.5) & (rows >= -0.5) & (rows <= height - 0.5)
+    values = map_coordinates(np.asarray(image, dtype=np.float32), [rows.ravel(), columns.ravel()], order=1,
+                             mode="nearest").reshape(n, size_px, size_px)
+    stamps = np.where(inside, values, np.nan).astype(np.float32)
+    return stamps, (~inside).sum(axis=(1, 2))
+
+
 def stamp_flags(stamps: np.ndarray, padded_px: np.ndarray, crowded_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Quality flags per stamp, and which stamps are unusable (a band with no finite pixel).
 

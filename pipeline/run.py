@@ -94,7 +94,7 @@ def prepare_run(settings: Settings, log: Callable[[str], None] = print) -> Prepa
     tiles = discover_tiles(settings.images, bands)
     attach_maps(tiles, settings.masks, "masks")
     attach_maps(tiles, settings.weights, "weights")
-    tiles = read_tile_headers(tiles)
+    tiles = read_tile_headers(tiles, model_config.pixel_scale_arcsec)
     _check_pixel_scale(tiles, model_config.pixel_scale_arcsec)
     try:
         plan = make_plan(catalog, tiles, model_config.stamp_size_px, settings.shard_size, settings.where)
@@ -184,7 +184,8 @@ def _show_progress(futures: list, log: Callable[[str], None]) -> None:
 
 def _build_graph(plan: Plan, run_dir: RunDirectory, size_px: int, batch_size: int) -> tuple[list, int]:
     """Delayed cut and score tasks for the shards that are not done yet."""
-    tile_references = {name: {"images": tile.paths, "masks": tile.masks, "weights": tile.weights}
+    tile_references = {name: {"images": tile.paths, "masks": tile.masks, "weights": tile.weights,
+                              "reference_band": tile.reference_band, "resampled": tile.resampled_bands}
                        for name, tile in plan.tiles.items()}
     tasks, done = [], 0
     for shard, (start, stop) in enumerate(plan.shards):
@@ -210,8 +211,8 @@ def _check_pixel_scale(tiles, model_scale_arcsec: float) -> None:
     for tile in tiles:
         if tile.error is None and abs(tile.pixel_scale_arcsec / model_scale_arcsec - 1) > PIXEL_SCALE_TOLERANCE:
             raise SettingsError(
-                f"tile {tile.name} has {tile.pixel_scale_arcsec:.4g}\"/px but the model was trained on "
-                f"{model_scale_arcsec:.4g}\"/px; use a model trained at this pixel scale"
+                f"no band of tile {tile.name} is near the model's {model_scale_arcsec:.4g}\"/px (closest: band "
+                f"{tile.reference_band} at {tile.pixel_scale_arcsec:.4g}\"/px); use a model trained at this pixel scale"
             )
 
 

@@ -13,19 +13,30 @@ import pandas as pd
 import pyarrow as pa
 from catalogs.io import atomic_write_parquet
 from pipeline import store
-from pipeline.cutouts import cut_stamps, stamp_flags
-from pipeline.images import InputError, read_image
+from astropy.wcs import WCS
+
+from pipeline.cutouts import cut_stamps, resample_stamps, stamp_flags
+from pipeline.images import InputError, read_header, read_image
 from pipeline.inference import worker_model
 
 # Errors a damaged or unreadable FITS file raises while being opened or read.
 FITS_ERRORS = (OSError, ValueError, TypeError, IndexError, KeyError, EOFError, InputError)
 
 
-def _bad_pixels(references: dict[str, str], kind: str, band: str, x, y, size_px: int) -> np.ndarray | None:
+def _cut_band(reference: str, grid: WCS | None, band_wcs: WCS | None, x, y, size_px: int):
+    """Slice stamps from an image on the reference grid, or resample them from another grid."""
+    image = read_image(reference)
+    if band_wcs is None:
+        return cut_stamps(image, x, y, size_px)
+    return resample_stamps(image, grid, band_wcs, x, y, size_px)
+
+
+def _bad_pixels(references: dict[str, str], kind: str, band: str, grid, band_wcs, x, y,
+                size_px: int) -> np.ndarray | None:
     """Where a mask (non-zero) or weight map (zero or negative) marks the stamp's pixels bad."""
     if band not in references:
         return None
-    values, _ = cut_stamps(read_image(references[band]), x, y, size_px)
+    values, _ = _cut_band(references[band], grid, band_wcs, x, y, size_px)
     return values != 0 if kind == "masks" else ~(values > 0)
 
 
@@ -56,16 +67,19 @@ def cut_shard(
         x, y = group["x_px"].to_numpy(), group["y_px"].to_numpy()
         reading = ""
         try:
+            resampled = references.get("resampled", [])
+            grid = WCS(read_header(references["images"][references["reference_band"]]), naxis=2) if resampled else None
             for band_index, band in enumerate(bands):
                 reading = references["images"][band]
-                cut, padded_px = cut_stamps(read_image(reading), x, y, size_px)
+                band_wcs = WCS(read_header(reading), naxis=2) if band in resampled else None
+                cut, padded_px = _cut_band(reading, grid, band_wcs, x, y, size_px)
                 for kind in ("masks", "weights"):
                     reading = references[kind].get(band, reading)
-                    bad = _bad_pixels(references[kind], kind, band, x, y, size_px)
+                    bad = _bad_pixels(references[kind], kind, band, grid, band_wcs, x, y, size_px)
                     if bad is not None:
                         cut[bad] = np.nan
                 stamps[positions, band_index] = cut
-                padded[positions] = padded_px
+                padded[positions] = np.maximum(padded[positions], padded_px)
         except FITS_ERRORS as error:
             stamps[positions] = np.nan
             reason[positions] = "unreadable_tile"

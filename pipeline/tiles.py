@@ -30,9 +30,11 @@ class Tile:
         paths: band name -> image reference (a path, or ``path[EXTNAME]`` for a multi-extension file).
         masks: band name -> mask image reference (non-zero = bad pixel), if masks were given.
         weights: band name -> weight/inverse-variance map reference (zero = bad pixel), if given.
-        shape: (rows, columns) of the pixel grid.
-        wcs: the celestial WCS of the grid (of the first band).
-        pixel_scale_arcsec: mean pixel side.
+        shape: (rows, columns) of the reference band's pixel grid.
+        wcs: the celestial WCS of that grid.
+        pixel_scale_arcsec: mean pixel side of that grid.
+        reference_band: the band whose grid stamps are laid out on.
+        resampled_bands: bands on another grid, resampled onto the reference grid when cut.
         error: why the tile's headers could not be read; such a tile fails only its own objects.
     """
 
@@ -43,6 +45,8 @@ class Tile:
     shape: tuple[int, int] = (0, 0)
     wcs: WCS | None = None
     pixel_scale_arcsec: float = float("nan")
+    reference_band: str | None = None
+    resampled_bands: list[str] = field(default_factory=list)
     error: str | None = None
 
 
@@ -96,9 +100,22 @@ def attach_maps(tiles: list[Tile], pattern: str | None, kind: str) -> None:
         raise InputError(f"{len(set(missing))} {kind} file(s) missing, e.g. {', '.join(sorted(set(missing))[:3])}")
 
 
-def read_tile_header(tile: Tile) -> Tile:
-    """Fill ``shape``, ``wcs`` and ``pixel_scale_arcsec`` from the headers; on failure set ``error``."""
-    grids = []
+def same_grid(shape_a, wcs_a: WCS, shape_b, wcs_b: WCS) -> bool:
+    """Whether two images share one pixel grid (so stamps can be sliced at the same pixels)."""
+    return (shape_a == shape_b and np.allclose(wcs_a.wcs.crval, wcs_b.wcs.crval)
+            and np.allclose(wcs_a.pixel_scale_matrix, wcs_b.pixel_scale_matrix)
+            and np.allclose(wcs_a.wcs.crpix, wcs_b.wcs.crpix))
+
+
+def read_tile_header(tile: Tile, target_scale_arcsec: float | None = None) -> Tile:
+    """Fill the tile's grid description from its headers; on failure set ``error``.
+
+    Bands may lie on different pixel grids (e.g. VIS at 0.1"/px beside NISP at 0.3"/px).
+    The reference band is the one whose pixel scale is closest to ``target_scale_arcsec``
+    (the model's; the first band if None): objects are placed, and stamps laid out, on
+    its grid, and the other bands are resampled onto it.
+    """
+    grids: dict[str, tuple[tuple[int, int], WCS, float]] = {}
     try:
         for band, reference in tile.paths.items():
             header = read_header(reference)
@@ -106,26 +123,21 @@ def read_tile_header(tile: Tile) -> Tile:
             wcs = WCS(header, naxis=2)
             if not wcs.has_celestial:
                 raise InputError(f"{reference} has no celestial WCS")
-            grids.append((band, shape, wcs))
+            grids[band] = (shape, wcs, float(np.mean(proj_plane_pixel_scales(wcs.celestial)) * 3600.0))
     except (OSError, InputError, KeyError, ValueError) as error:
         tile.error = f"{type(error).__name__}: {error}"
         return tile
-    band0, shape0, wcs0 = grids[0]
-    for band, shape, wcs in grids[1:]:
-        same_grid = shape == shape0 and np.allclose(wcs.wcs.crval, wcs0.wcs.crval) and np.allclose(
-            wcs.pixel_scale_matrix, wcs0.pixel_scale_matrix) and np.allclose(wcs.wcs.crpix, wcs0.wcs.crpix)
-        if not same_grid:
-            tile.error = (
-                f"band {band} of tile {tile.name} is not on the pixel grid of band {band0}; "
-                "bands of one tile must share shape and WCS"
-            )
-            return tile
-    tile.shape, tile.wcs = shape0, wcs0
-    tile.pixel_scale_arcsec = float(np.mean(proj_plane_pixel_scales(wcs0.celestial)) * 3600.0)
+    bands = list(grids)
+    reference_band = bands[0] if target_scale_arcsec is None else min(
+        bands, key=lambda band: abs(grids[band][2] / target_scale_arcsec - 1))
+    tile.shape, tile.wcs, tile.pixel_scale_arcsec = grids[reference_band]
+    tile.reference_band = reference_band
+    tile.resampled_bands = [band for band in bands
+                            if not same_grid(grids[band][0], grids[band][1], tile.shape, tile.wcs)]
     return tile
 
 
-def read_tile_headers(tiles: list[Tile], threads: int = 8) -> list[Tile]:
+def read_tile_headers(tiles: list[Tile], target_scale_arcsec: float | None = None, threads: int = 8) -> list[Tile]:
     """Read every tile's headers, in parallel threads (header reads are I/O bound)."""
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        return list(pool.map(read_tile_header, tiles))
+        return list(pool.map(lambda tile: read_tile_header(tile, target_scale_arcsec), tiles))
