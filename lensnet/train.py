@@ -4,6 +4,16 @@ Recipe: normalisation from the config; augmentation applied alike to both classe
 class-weighted binary cross-entropy; AdamW with a cosine schedule; the checkpoint with
 the best validation loss is kept; the decision threshold is set at a target false
 positive rate on the validation set. ``last.pt`` allows resuming an interrupted run.
+
+Validation: by default one random split (``validation_fraction``). With ``--folds K`` the
+data are split into K class-stratified folds (deterministic given ``--seed``); each fold in
+turn is the validation set of a checkpoint written to ``OUT/fold-I/``, and once all K have
+finished ``OUT/cv_summary.json`` holds the per-fold validation metrics with their mean and
+standard deviation. ``--fold I`` trains only fold I (e.g. one fold per batch job).
+
+Fine-tuning: ``--init-from CHECKPOINT`` starts from a checkpoint (its architecture and
+normalisation are kept); ``--freeze-backbone`` then trains only the last linear layer, with
+the rest of the network, batch-norm statistics included, left exactly as it was.
 """
 
 from __future__ import annotations
@@ -26,9 +36,17 @@ from tqdm import tqdm
 
 from lensnet import metrics
 from lensnet.augment import augment
-from lensnet.checkpoint import ModelConfig, load_model, save_checkpoint
-from lensnet.data import stamp_set_from_spec
+from lensnet.checkpoint import CONFIG_FILE, ModelConfig, load_config, load_model, save_checkpoint
+from lensnet.data import StampSet, stamp_set_from_spec
+from lensnet.evaluate import evaluation_report, predict_logits
 from lensnet.preprocess import normalise
+
+__all__ = ["TrainConfig", "evaluation_report", "fold_directory", "holdout_split", "kfold_split", "predict_logits",
+           "summarise_folds", "train"]
+
+#: Per-fold file written when a fold has finished training; ``cv_summary.json`` collects them.
+FOLD_RESULT_FILE = "validation.json"
+CV_SUMMARY_FILE = "cv_summary.json"
 
 
 @dataclass
@@ -61,6 +79,8 @@ class TrainConfig:
     limit: int | None = None
     threads: int | None = None
     name: str = ""
+    folds: int = 1
+    fold: int | None = None
 
 
 def set_seeds(seed: int) -> torch.Generator:
@@ -74,21 +94,68 @@ def prepare_inputs(stamps: np.ndarray, config: TrainConfig) -> torch.Tensor:
     return torch.from_numpy(inputs)
 
 
-@torch.no_grad()
-def predict_logits(module: torch.nn.Module, inputs: torch.Tensor, device: torch.device, batch_size: int = 512) -> np.ndarray:
-    module.eval()
-    outputs = [module(inputs[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(inputs), batch_size)]
-    return torch.cat(outputs).numpy()
+def holdout_split(n: int, validation_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The default single split: ``(train_index, validation_index)`` from a seeded permutation."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, int(round(validation_fraction * n)))
+    return order[n_val:], order[:n_val]
+
+
+def kfold_split(labels: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Class-stratified K-fold split: ``[(train_index, validation_index), ...]``, one per fold.
+
+    Each class is permuted with ``numpy.random.default_rng(seed)`` and cut into ``folds``
+    near-equal parts; fold ``i`` validates on part ``i`` of every class and trains on the
+    rest. The validation sets are disjoint and together cover every object once. Indices
+    are sorted.
+
+    Raises:
+        ValueError: fewer than two folds, or a class with fewer members than folds.
+    """
+    labels = np.asarray(labels).astype(bool)
+    if folds < 2:
+        raise ValueError(f"k-fold needs at least 2 folds; got {folds}")
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[] for _ in range(folds)]
+    for value in (False, True):
+        members = np.flatnonzero(labels == value)
+        if len(members) < folds:
+            raise ValueError(f"{len(members)} {'lenses' if value else 'non-lenses'} cannot fill {folds} folds")
+        for index, chunk in enumerate(np.array_split(rng.permutation(members), folds)):
+            parts[index].append(chunk)
+    everything = np.arange(len(labels))
+    splits = []
+    for chunks in parts:
+        validation = np.sort(np.concatenate(chunks))
+        splits.append((np.setdiff1d(everything, validation, assume_unique=True), validation))
+    return splits
+
+
+def fold_directory(out: str | Path, fold: int) -> Path:
+    """Where fold ``fold``'s checkpoint goes: ``OUT/fold-I``."""
+    return Path(out) / f"fold-{fold}"
 
 
 def train(config: TrainConfig, command: str | None = None) -> Path:
-    """Run the recipe; return the checkpoint directory (``config.out``)."""
-    generator = set_seeds(config.seed)
+    """Run the recipe; return the checkpoint directory.
+
+    That is ``config.out`` for a single split, ``OUT/fold-I`` with ``fold`` set, and ``OUT``
+    (holding every ``fold-I/`` and ``cv_summary.json``) for a loop over all folds.
+    """
+    if config.folds < 1 or (config.fold is not None and not 0 <= config.fold < config.folds):
+        raise ValueError(f"need folds >= 1 and 0 <= fold < folds; got folds={config.folds}, fold={config.fold}")
+    if config.folds == 1 and config.fold is not None:
+        raise ValueError("--fold needs --folds K with K >= 2")
+    config = _with_init_checkpoint_settings(config)
     if config.threads:
         torch.set_num_threads(config.threads)
     # Data first: simulating in worker processes must happen before CUDA is initialised.
     data = stamp_set_from_spec(config.data, config.limit)
     test = stamp_set_from_spec(config.test_data) if config.test_data is not None else None
+    if config.init_from:
+        bands = load_config(config.init_from).bands
+        if data.bands and list(data.bands) != list(bands):
+            raise ValueError(f"the data's bands {data.bands} differ from {config.init_from}'s {bands}")
     device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if config.device == "auto" else config.device))
     inputs = prepare_inputs(data.stamps, config)
@@ -96,16 +163,45 @@ def train(config: TrainConfig, command: str | None = None) -> Path:
     if device.type == "cuda":
         # The whole training set sits on the GPU: no host-device copies per batch.
         inputs, labels = inputs.to(device), labels.to(device)
-    order = np.random.default_rng(config.seed).permutation(len(labels))
-    n_val = max(1, int(round(config.validation_fraction * len(labels))))
-    val_index, train_index = order[:n_val], order[n_val:]
+    if config.folds == 1:
+        split = holdout_split(len(labels), config.validation_fraction, config.seed)
+        return _fit(config, data, inputs, labels, split, test, Path(config.out), device, command)
+    splits = kfold_split(data.labels, config.folds, config.seed)
+    for fold in range(config.folds) if config.fold is None else [config.fold]:
+        print(f"fold {fold + 1}/{config.folds}", flush=True)
+        _fit(config, data, inputs, labels, splits[fold], test, fold_directory(config.out, fold), device, command,
+             fold=fold)
+    summarise_folds(config.out, config.folds)
+    return Path(config.out) if config.fold is None else fold_directory(config.out, config.fold)
 
+
+def _with_init_checkpoint_settings(config: TrainConfig) -> TrainConfig:
+    """With ``init_from``, the architecture and normalisation of that checkpoint, not the config's."""
+    if not config.init_from:
+        return config
+    source = load_config(config.init_from)
+    inherited = {"architecture": source.architecture, "arch_kwargs": dict(source.arch_kwargs),
+                 "normalisation": source.normalisation, "normalisation_params": dict(source.normalisation_params)}
+    changed = [key for key, value in inherited.items() if getattr(config, key) != value]
+    if changed:
+        print(f"--init-from {config.init_from}: using its {', '.join(changed)}", flush=True)
+    return dataclasses.replace(config, **inherited)
+
+
+def _fit(config: TrainConfig, data: StampSet, inputs: torch.Tensor, labels: torch.Tensor,
+         split: tuple[np.ndarray, np.ndarray], test: StampSet | None, out: Path, device: torch.device,
+         command: str | None, fold: int | None = None) -> Path:
+    """Train one model on ``split = (train_index, val_index)`` and write its checkpoint to ``out``."""
+    generator = set_seeds(config.seed)
+    train_index, val_index = split
+    n_val = len(val_index)
+    name = config.name or Path(config.out).name
     model_config = ModelConfig(
         architecture=config.architecture, bands=data.bands, stamp_size_px=int(inputs.shape[-1]),
         pixel_scale_arcsec=float(data.attrs.get("pixel_scale_arcsec", float("nan"))),
         normalisation=config.normalisation, normalisation_params=dict(config.normalisation_params),
         arch_kwargs=dict(config.arch_kwargs), train_prevalence=float(labels[train_index].mean()),
-        name=config.name or Path(config.out).name,
+        name=name if fold is None else f"{name}-fold-{fold}",
     )
     if config.init_from:
         module = load_model(config.init_from).module
@@ -122,10 +218,10 @@ def train(config: TrainConfig, command: str | None = None) -> Path:
     n_pos = float(labels[train_index].sum())
     pos_weight = torch.tensor((len(train_index) - n_pos) / max(n_pos, 1.0), device=device)
 
-    out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / "last.pt"
     start_epoch, best_val, history = 0, float("inf"), []
+    validation: dict[str, Any] = {}
     if config.resume and state_path.is_file():
         state = torch.load(state_path, map_location=device, weights_only=False)
         if state.get("epochs") != config.epochs:
@@ -141,6 +237,7 @@ def train(config: TrainConfig, command: str | None = None) -> Path:
         if device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"])
         start_epoch, best_val, history = state["epoch"] + 1, state["best_val"], state["history"]
+        validation = state.get("validation", {})
 
     use_amp = device.type == "cuda"
     last_epoch = config.epochs
@@ -148,7 +245,7 @@ def train(config: TrainConfig, command: str | None = None) -> Path:
         # Stop early in this invocation (e.g. before a batch job's walltime) and --resume later.
         last_epoch = min(config.epochs, start_epoch + config.stop_after_epochs)
     for epoch in range(start_epoch, last_epoch):
-        module.train()
+        _set_train_mode(module, config.freeze_backbone)
         permutation = torch.randperm(len(train_index), generator=generator).numpy()
         running, seen, started = 0.0, 0, time.perf_counter()
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
@@ -183,53 +280,76 @@ def train(config: TrainConfig, command: str | None = None) -> Path:
         if improved:
             best_val = val_loss
             model_config.threshold = _threshold(val_labels, val_logits, config.target_fpr)
+            validation = _validation_metrics(val_labels, val_logits, epoch + 1, val_loss, model_config.threshold)
             model_config.training = {"recipe": _jsonable(dataclasses.asdict(config)), "history": history,
                                      "data": {"path": config.data, "n_train": len(train_index), "n_val": n_val,
                                               **_jsonable(data.attrs)},
+                                     "validation": validation,
                                      "command": command or "", "device": _device_description(device)}
+            if fold is not None:
+                model_config.training["fold"] = {"index": fold, "folds": config.folds}
             save_checkpoint(module, model_config, out)
         torch.save({"model": module.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
                     "torch_rng": torch.get_rng_state(),
                     "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
-                    "epoch": epoch, "epochs": config.epochs, "best_val": best_val, "history": history}, state_path)
-    if test is not None and last_epoch == config.epochs:
-        evaluate_checkpoint(out, test, config, device)
+                    "epoch": epoch, "epochs": config.epochs, "best_val": best_val, "history": history,
+                    "validation": validation}, state_path)
+    if last_epoch == config.epochs:
+        test_metrics = evaluate_checkpoint(out, test, config, device) if test is not None else None
+        if fold is not None:
+            result = {"fold": fold, "n_train": len(train_index), "n_val": n_val, **validation}
+            if test_metrics is not None:
+                result["test"] = {key: test_metrics[key]["value"] for key in ("auroc", "average_precision", "tpr0",
+                                                                             "tpr10")}
+            (out / FOLD_RESULT_FILE).write_text(json.dumps(_jsonable(result), indent=2) + "\n")
     return out
 
 
-def evaluate_checkpoint(out: Path, test, config: TrainConfig, device: torch.device) -> dict[str, Any]:
+def evaluate_checkpoint(out: Path, test: StampSet, config: TrainConfig, device: torch.device) -> dict[str, Any]:
     """Score a held-out set with the best checkpoint and store the metrics in its config."""
-    from lensnet.checkpoint import CONFIG_FILE
-
     loaded = load_model(out, device=device)
     logits = predict_logits(loaded.module, prepare_inputs(test.stamps, config), device)
     report = evaluation_report(test.truth, logits, loaded.config.threshold)
     report["data"] = _jsonable(test.attrs)
     loaded.config.metrics = report
     (out / CONFIG_FILE).write_text(loaded.config.to_json() + "\n")
-    print(json.dumps({k: v for k, v in report.items() if k != "completeness_by_theta_e"}, indent=2))
+    print(json.dumps(report, indent=2))
     return report
 
 
-def evaluation_report(truth, logits: np.ndarray, threshold: float, n_resamples: int = 200) -> dict[str, Any]:
-    """Headline metrics with bootstrap intervals, and completeness where DeepLens quotes it."""
-    labels = truth["is_lens"].to_numpy().astype(int)
-    scores = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
-    report: dict[str, Any] = {"n": int(len(labels)), "n_lenses": int(labels.sum())}
-    for name, function in (("auroc", metrics.auroc),
-                           ("tpr0", lambda y, s: metrics.tpr_at_fp(y, s, 0)),
-                           ("tpr10", lambda y, s: metrics.tpr_at_fp(y, s, 10))):
-        low, high = metrics.bootstrap_interval(function, labels, logits, n_resamples=n_resamples, seed=0)
-        report[name] = {"value": float(function(labels, logits)), "interval_95": [float(low), float(high)]}
-    negatives = labels == 0
-    report["fpr_at_threshold"] = float((scores[negatives] >= threshold).mean())
-    bright = (labels == 1) & (truth["theta_e_arcsec"].to_numpy() > 1.4) & (truth["arc_snr"].to_numpy() > 20)
-    detected = int((scores[bright] >= threshold).sum())
-    report["completeness_theta_e_gt_1.4_snr_gt_20"] = {
-        "value": detected / max(int(bright.sum()), 1), "n_lenses": int(bright.sum()), "n_detected": detected}
-    report["completeness_all_lenses"] = float((scores[labels == 1] >= threshold).mean())
-    return report
+def _validation_metrics(labels: np.ndarray, logits: np.ndarray, epoch: int, val_loss: float,
+                        threshold: float) -> dict[str, Any]:
+    """Validation numbers of the kept (best) epoch, for the fold summary."""
+    return {"epoch": epoch, "val_loss": val_loss, "auroc": metrics.auroc(labels, logits),
+            "average_precision": metrics.average_precision(labels, logits),
+            "tpr0": metrics.tpr_at_fp(labels, logits, 0), "tpr10": metrics.tpr_at_fp(labels, logits, 10),
+            "threshold": threshold}
+
+
+def summarise_folds(out: str | Path, folds: int) -> dict[str, Any] | None:
+    """Collect the finished folds' validation metrics into ``OUT/cv_summary.json``.
+
+    Returns None (and writes nothing) while some fold has not finished. Otherwise the
+    summary: ``per_fold`` entries, and ``mean`` and ``std`` (sample standard deviation,
+    ddof = 1) of every numeric validation metric (and of the test metrics, if recorded).
+    """
+    paths = [fold_directory(out, fold) / FOLD_RESULT_FILE for fold in range(folds)]
+    if not all(path.is_file() for path in paths):
+        return None
+    per_fold = [json.loads(path.read_text()) for path in paths]
+    keys = ["val_loss", "auroc", "average_precision", "tpr0", "tpr10", "threshold", "epoch"]
+    columns = {key: [entry[key] for entry in per_fold] for key in keys}
+    if all("test" in entry for entry in per_fold):
+        columns.update({f"test_{key}": [entry["test"][key] for entry in per_fold] for key in per_fold[0]["test"]})
+    summary = {"folds": folds, "per_fold": per_fold,
+               "mean": {key: float(np.mean(values)) for key, values in columns.items()},
+               "std": {key: float(np.std(values, ddof=1)) for key, values in columns.items()}}
+    Path(out, CV_SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"{folds}-fold cross-validation (mean ± std over folds):")
+    for key in columns:
+        print(f"  {key}: {summary['mean'][key]:.4f} ± {summary['std'][key]:.4f}")
+    return summary
 
 
 def _device_description(device: torch.device) -> str:
@@ -244,12 +364,29 @@ def _threshold(labels: np.ndarray, logits: np.ndarray, target_fpr: float) -> flo
 
 
 def _freeze_all_but_last_linear(module: torch.nn.Module) -> None:
-    """Fine-tuning with few labels: train only the final linear layer."""
+    """Fine-tuning with few labels: train only the final linear layer (the last registered)."""
     linears = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
+    if not linears:
+        raise ValueError(f"--freeze-backbone: {type(module).__name__} has no linear layer to train")
     for parameter in module.parameters():
         parameter.requires_grad = False
     for parameter in linears[-1].parameters():
         parameter.requires_grad = True
+
+
+def _set_train_mode(module: torch.nn.Module, freeze_backbone: bool) -> None:
+    """Training mode; with a frozen backbone, its frozen parts stay in eval mode.
+
+    A submodule none of whose parameters train (frozen layers, and parameter-free ones such
+    as dropout) keeps inference behaviour, so batch norm neither updates its running
+    statistics nor normalises with batch statistics: the backbone is exactly the one that
+    was loaded, and the head learns on the features it will see at inference.
+    """
+    module.train()
+    if freeze_backbone:
+        for submodule in module.modules():
+            if not any(parameter.requires_grad for parameter in submodule.parameters()):
+                submodule.eval()
 
 
 def _jsonable(value: Any) -> Any:

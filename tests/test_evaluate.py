@@ -1,0 +1,231 @@
+"""Evaluation CLI and report, k-fold cross-validation, and fine-tuning with a frozen backbone."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats
+
+from lensnet import metrics
+from lensnet.checkpoint import load_model
+from lensnet.evaluate import EvaluationSettings, full_report, main, parse_data_spec, selection_function
+from lensnet.train import TrainConfig, fold_directory, kfold_split, train
+from lensnet.train import main as train_main
+from tests.test_train import write_stamp_set
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def toy_data(tmp_path_factory):
+    """The toy ring/blob set of test_train, with varied selection-function truth columns."""
+    directory = write_stamp_set(tmp_path_factory.mktemp("evaluate") / "data", n=96)
+    truth = pd.read_parquet(directory / "truth.parquet")
+    rng = np.random.default_rng(1)
+    lens = truth["is_lens"].to_numpy()
+    truth["theta_e_arcsec"] = np.where(lens, rng.uniform(0.5, 3.0, len(truth)), np.nan)
+    truth["arc_snr"] = np.where(lens, rng.uniform(0.0, 60.0, len(truth)), np.nan)
+    truth["npix_arc_1sigma"] = np.where(lens, rng.integers(0, 300, len(truth)), np.nan)
+    truth.to_parquet(directory / "truth.parquet")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def checkpoint(toy_data, tmp_path_factory):
+    config = TrainConfig(data=str(toy_data), out=str(tmp_path_factory.mktemp("evaluate") / "model"),
+                         architecture="lensresnet-tiny", epochs=2, batch_size=16, learning_rate=5e-3,
+                         validation_fraction=0.25, threads=1, seed=3)
+    return train(config)
+
+
+def _strict_json(path):
+    def refuse(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_cli_writes_a_complete_report_and_valid_plots(checkpoint, toy_data, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert main(["--model", str(checkpoint), "--data", str(toy_data), "--out", str(out), "--bootstrap", "20",
+                 "--beta", str(math.sqrt(0.001)), "0.03", "1", "--fpr", "0.05", "--target-prevalence", "0.001",
+                 "--threads", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "AUROC" in printed and "TPR10" in printed and "purity at prevalence 0.001" in printed
+
+    report = _strict_json(out / "report.json")
+    for key in ("model", "data", "settings", "n", "n_lenses", "n_non_lenses", "prevalence", "auroc",
+                "average_precision", "tpr0", "tpr10", "fbeta", "operating_points", "prior_shift",
+                "selection_function", "fpr_at_threshold", "completeness_all_lenses",
+                "completeness_theta_e_gt_1.4_snr_gt_20", "command", "created_utc", "plots"):
+        assert key in report, key
+    assert report["n"] == 96 and report["n_lenses"] == 48
+    for key in ("auroc", "average_precision", "tpr0", "tpr10"):
+        low, high = report[key]["interval_95"]
+        assert low <= high and 0.0 <= report[key]["value"] <= 1.0
+    assert [entry["beta_squared"] for entry in report["fbeta"]] == pytest.approx([0.001, 0.0009, 1.0])
+    points = report["operating_points"]
+    assert set(points) == {"target_fpr", "checkpoint", "shifted_probability_0.5"}
+    assert points["target_fpr"]["fpr"]["value"] <= 0.05
+    assert points["checkpoint"]["threshold"] == pytest.approx(load_model(checkpoint).config.threshold)
+    for point in points.values():
+        for key in ("threshold", "logit_threshold", "n_selected", "tpr", "fpr", "purity_at_target_prevalence",
+                    "shifted_threshold", "expected_purity_from_shifted_probabilities"):
+            assert key in point
+    for name in ("checkpoint", "target_fpr"):
+        assert set(report["selection_function"][name]) == {"theta_e_arcsec", "arc_snr", "npix_arc_1sigma"}
+        rows = report["selection_function"][name]["theta_e_arcsec"]["rows"]
+        assert sum(row["n_lenses"] for row in rows) == 48
+
+    # The numbers are those of lensnet.metrics on the written scores.
+    scores = pd.read_parquet(out / "scores.parquet")
+    assert report["auroc"]["value"] == metrics.auroc(scores["is_lens"], scores["logit"].astype(np.float64))
+    assert report["tpr10"]["value"] == metrics.tpr_at_fp(scores["is_lens"], scores["logit"].astype(np.float64), 10)
+
+    assert set(report["plots"]) == {"roc", "pr", "selection_function", "scores"}
+    import matplotlib.image
+
+    for name in report["plots"].values():
+        path = out / name
+        assert path.read_bytes()[:8] == PNG_MAGIC
+        image = matplotlib.image.imread(path)
+        assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    assert (out / "summary.txt").read_text().startswith("96 stamps, 48 lenses")
+
+
+def test_data_specs_parse_from_directories_inline_yaml_json_and_files(toy_data, tmp_path):
+    assert parse_data_spec(str(toy_data)) == str(toy_data)
+    expected = {"simulate": {"profile": "ground-gri", "n": 20, "seed": 7}}
+    assert parse_data_spec('{"simulate": {"profile": "ground-gri", "n": 20, "seed": 7}}') == expected
+    assert parse_data_spec("{simulate: {profile: ground-gri, n: 20, seed: 7}}") == expected
+    (tmp_path / "spec.yaml").write_text("simulate:\n  profile: ground-gri\n  n: 20\n  seed: 7\n")
+    assert parse_data_spec(str(tmp_path / "spec.yaml")) == expected
+    with pytest.raises(ValueError, match="neither a directory"):
+        parse_data_spec(str(tmp_path / "missing"))
+
+
+def _wilson(k: int, n: int, confidence: float = 0.6827) -> tuple[float, float]:
+    z = stats.norm.ppf(0.5 + confidence / 2)
+    centre = (k + z * z / 2) / (n + z * z)
+    half = z / (n + z * z) * math.sqrt(k * (n - k) / n + z * z / 4)
+    return centre - half, centre + half
+
+
+def test_selection_function_matches_a_hand_computed_case():
+    # Lenses: theta_E and whether logit >= 0. The non-lenses (NaN theta_E) must be ignored
+    # even when they score high; the lens at 3.5" widens the last bin; one lens has no value.
+    truth = pd.DataFrame({
+        "is_lens": [1, 1, 1, 1, 1, 1, 1, 1, 0, 0],
+        "theta_e_arcsec": [0.6, 0.9, 1.2, 1.5, 1.9, 2.5, 3.5, np.nan, np.nan, np.nan],
+    })
+    logits = np.array([-1.0, 2.0, 3.0, -2.0, 1.0, 4.0, -3.0, 5.0, 9.0, -9.0])
+    result = selection_function(truth, logits, 0.0, {"theta_e_arcsec": (0.5, 1.0, 2.0, 3.0)})
+    entry = result["theta_e_arcsec"]
+    assert entry["bins"] == [0.5, 1.0, 2.0, 3.5]
+    assert entry["n_missing"] == 1
+    rows = entry["rows"]
+    # [0.5, 1): 0.6 missed, 0.9 found; [1, 2): 1.2 found, 1.5 missed, 1.9 found; [2, 3.5]: 2.5 found, 3.5 missed
+    assert [row["n_lenses"] for row in rows] == [2, 3, 2]
+    assert [row["n_detected"] for row in rows] == [1, 2, 1]
+    assert [row["completeness"] for row in rows] == pytest.approx([0.5, 2 / 3, 0.5])
+    for row in rows:
+        low, high = _wilson(row["n_detected"], row["n_lenses"])
+        assert row["ci_lower"] == pytest.approx(low, abs=1e-9) and row["ci_upper"] == pytest.approx(high, abs=1e-9)
+    # Columns the truth lacks are skipped; an empty bin gives None, not NaN.
+    empty = selection_function(truth, logits, 0.0, {"theta_e_arcsec": (0.5, 0.55, 10.0), "arc_snr": (0, 1)})
+    assert set(empty) == {"theta_e_arcsec"}
+    assert empty["theta_e_arcsec"]["rows"][0]["completeness"] is None
+
+
+def test_operating_points_and_prior_shift_by_hand():
+    truth = pd.DataFrame({"is_lens": [1, 1, 1, 1, 0, 0, 0, 0, 0]})
+    logits = np.array([3.0, 1.0, 0.5, -1.0, 2.0, -0.5, -2.0, -3.0, -4.0])
+    settings = EvaluationSettings(betas=(1.0,), target_fpr=0.2, target_prevalence=0.1, n_bootstrap=0, bins={})
+    report = full_report(truth, logits, threshold=0.5, train_prevalence=0.5, settings=settings)
+    point = report["operating_points"]["checkpoint"]  # p >= 0.5, i.e. logit >= 0
+    assert point["n_selected"] == 4 and point["n_lenses_selected"] == 3
+    assert point["tpr"]["value"] == 0.75 and point["fpr"]["value"] == 0.2
+    assert point["precision_at_evaluation_prevalence"] == 0.75
+    purity = 0.1 * 0.75 / (0.1 * 0.75 + 0.9 * 0.2)
+    assert point["purity_at_target_prevalence"]["value"] == pytest.approx(purity)
+    assert point["purity_at_target_prevalence"]["lower_95_binomial"] < purity
+    assert point["shifted_threshold"] == pytest.approx(float(metrics.prior_shift(0.5, 0.5, 0.1)))
+    # At FPR <= 0.2 the lowest admissible score is 0.5 (the non-lens at 2.0 is the one false positive).
+    assert report["operating_points"]["target_fpr"]["logit_threshold"] == 0.5
+    # Shifted probability >= 0.5  <=>  logit >= logit(0.5) - logit(0.1) = log 9: only the top lens.
+    shifted = report["operating_points"]["shifted_probability_0.5"]
+    assert shifted["logit_threshold"] == pytest.approx(math.log(9.0))
+    assert shifted["n_selected"] == 1 and shifted["purity_at_target_prevalence"]["value"] == 1.0
+    # F1 = 2 TP / (2 TP + FN + FP): 0.75 at logit >= 0.5 (3, 1, 1); maximal, 0.8, at logit >= -1 (4, 0, 2).
+    assert report["fbeta"][0]["max_fbeta"]["value"] == pytest.approx(0.8)
+    assert report["fbeta"][0]["logit_threshold"] == -1.0
+    assert report["auroc"]["value"] == pytest.approx(metrics.auroc(truth["is_lens"], logits))
+    json.dumps(report, allow_nan=False)
+
+
+def test_kfold_splits_are_disjoint_stratified_covering_and_seeded():
+    labels = np.r_[np.ones(23), np.zeros(40)].astype(bool)
+    splits = kfold_split(labels, 5, seed=11)
+    validation = np.concatenate([val for _, val in splits])
+    assert np.array_equal(np.sort(validation), np.arange(63))  # disjoint and covering
+    for train_index, val_index in splits:
+        assert np.intersect1d(train_index, val_index).size == 0
+        assert np.union1d(train_index, val_index).size == 63
+        assert labels[val_index].sum() in (4, 5) and (~labels[val_index]).sum() == 8
+    again = kfold_split(labels, 5, seed=11)
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(splits, again))
+    assert not all(np.array_equal(a, b) for (_, a), (_, b) in zip(splits, kfold_split(labels, 5, seed=12)))
+    with pytest.raises(ValueError, match="cannot fill"):
+        kfold_split(labels[:3], 5, seed=0)
+
+
+def test_kfold_training_writes_every_fold_and_a_summary_deterministically(toy_data, tmp_path):
+    config = TrainConfig(data=str(toy_data), out=str(tmp_path / "cv"), architecture="lensresnet-tiny", epochs=1,
+                         batch_size=16, learning_rate=5e-3, threads=1, seed=5, folds=3)
+    assert train(config) == tmp_path / "cv"
+    summary = json.loads((tmp_path / "cv" / "cv_summary.json").read_text())
+    assert summary["folds"] == 3 and [entry["fold"] for entry in summary["per_fold"]] == [0, 1, 2]
+    assert sum(entry["n_val"] for entry in summary["per_fold"]) == 96
+    assert all(entry["n_train"] + entry["n_val"] == 96 for entry in summary["per_fold"])
+    aurocs = [entry["auroc"] for entry in summary["per_fold"]]
+    assert summary["mean"]["auroc"] == pytest.approx(np.mean(aurocs))
+    assert summary["std"]["auroc"] == pytest.approx(np.std(aurocs, ddof=1))
+    for fold in range(3):
+        loaded = load_model(fold_directory(tmp_path / "cv", fold))
+        assert loaded.config.training["fold"] == {"index": fold, "folds": 3}
+
+    # One fold alone, from the command line, gives that fold's weights bit for bit.
+    train_main(["--data", str(toy_data), "--out", str(tmp_path / "one"), "--architecture", "lensresnet-tiny",
+                "--epochs", "1", "--batch-size", "16", "--learning-rate", "5e-3", "--threads", "1", "--seed", "5",
+                "--folds", "3", "--fold", "1"])
+    assert not (tmp_path / "one" / "fold-0").exists() and not (tmp_path / "one" / "cv_summary.json").exists()
+    alone = torch.load(tmp_path / "one" / "fold-1" / "last.pt", weights_only=False)["model"]
+    looped = torch.load(tmp_path / "cv" / "fold-1" / "last.pt", weights_only=False)["model"]
+    for key, value in looped.items():
+        torch.testing.assert_close(alone[key], value, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="fold"):
+        train(TrainConfig(**{**config.__dict__, "fold": 3}))
+
+
+def test_fine_tuning_with_a_frozen_backbone_trains_only_the_last_linear_layer(checkpoint, toy_data, tmp_path):
+    before = load_model(checkpoint).module.state_dict()
+    # The config's architecture is the default (lensresnet-small): the checkpoint's must win.
+    config = TrainConfig(data=str(toy_data), out=str(tmp_path / "tuned"), init_from=str(checkpoint),
+                         freeze_backbone=True, epochs=2, batch_size=16, learning_rate=5e-2, threads=1, seed=0)
+    out = train(config)
+    tuned = load_model(out)
+    assert tuned.config.architecture == "lensresnet-tiny"
+    last_linear = [name for name, layer in tuned.module.named_modules() if isinstance(layer, torch.nn.Linear)][-1]
+    trainable = {f"{last_linear}.weight", f"{last_linear}.bias"}
+    after = torch.load(out / "last.pt", weights_only=False)["model"]
+    assert set(after) == set(before)
+    for key, value in before.items():
+        if key in trainable:
+            assert not torch.equal(after[key], value), f"{key} did not train"
+        else:  # weights and batch-norm statistics alike
+            assert torch.equal(after[key], value), f"{key} changed"
