@@ -200,7 +200,8 @@ def _fit(config: TrainConfig, data: StampSet, inputs: torch.Tensor, labels: torc
         architecture=config.architecture, bands=data.bands, stamp_size_px=int(inputs.shape[-1]),
         pixel_scale_arcsec=float(data.attrs.get("pixel_scale_arcsec", float("nan"))),
         normalisation=config.normalisation, normalisation_params=dict(config.normalisation_params),
-        arch_kwargs=dict(config.arch_kwargs), train_prevalence=float(labels[train_index].mean()),
+        arch_kwargs=_arch_kwargs_for(config.architecture, config.arch_kwargs, int(inputs.shape[-1])),
+        train_prevalence=float(labels[train_index].mean()),
         name=name if fold is None else f"{name}-fold-{fold}",
     )
     if config.init_from:
@@ -355,6 +356,20 @@ def summarise_folds(out: str | Path, folds: int) -> dict[str, Any] | None:
 def _device_description(device: torch.device) -> str:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return f"{device.type} ({name}), torch {torch.__version__}"
+
+
+def _arch_kwargs_for(architecture: str, arch_kwargs: dict[str, Any], stamp_size_px: int) -> dict[str, Any]:
+    """The architecture's keywords, with ``input_size_px`` taken from the data when the
+    architecture sizes a layer from it (flatten heads) and the recipe did not set it."""
+    import inspect
+
+    from lensnet.models import model_spec
+
+    kwargs = dict(arch_kwargs)
+    parameters = inspect.signature(model_spec(architecture).entry_point).parameters
+    if "input_size_px" in parameters and "input_size_px" not in kwargs:
+        kwargs["input_size_px"] = stamp_size_px
+    return kwargs
 
 
 def _threshold(labels: np.ndarray, logits: np.ndarray, target_fpr: float) -> float:

@@ -97,3 +97,12 @@ def test_evaluation_report_counts_the_deeplens_completeness_subset():
     assert report["completeness_theta_e_gt_1.4_snr_gt_20"] == {"value": 1.0, "n_lenses": 1, "n_detected": 1}
     assert report["auroc"]["value"] == pytest.approx(1.0)
     assert report["fpr_at_threshold"] == pytest.approx(1 / 3)
+
+
+def test_flatten_head_architectures_are_sized_from_the_data(tmp_path):
+    data = write_stamp_set(tmp_path / "data", n=32, size=64)
+    out = train(TrainConfig(data=str(data), out=str(tmp_path / "ou"), architecture="ou-66", epochs=1, batch_size=16,
+                            threads=1, augment=False))
+    loaded = load_model(out)
+    assert loaded.config.arch_kwargs["input_size_px"] == 64
+    assert loaded.module(torch.zeros(2, 3, 64, 64)).shape == (2,)
