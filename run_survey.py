@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     compute.add_argument("--device", choices=DEVICES, help="where the model runs (default: auto)")
     compute.add_argument("--shard-size", type=int, metavar="N", help="objects per Zarr chunk and task (default: 512)")
     compute.add_argument("--batch-size", type=int, metavar="N", help="stamps per forward pass (default: 256)")
+    compute.add_argument("--tta", action="store_true", default=None,
+                         help="test-time augmentation: average each stamp's probability over its 8 flips/rotations "
+                              "(8x the inference cost)")
     compute.add_argument("--dashboard-address", metavar="HOST:PORT", help="Dask dashboard address (default: :8787)")
     output = parser.add_argument_group("catalogue")
     output.add_argument("--target-prevalence", type=float, metavar="P",

@@ -52,6 +52,7 @@ class Settings:
         device: where the model runs: ``auto`` picks CUDA when the worker has a GPU.
         shard_size: objects per Zarr chunk and per inference task.
         batch_size: stamps per forward pass.
+        tta: test-time augmentation: average each stamp's probability over its 8 dihedral orientations.
         target_prevalence: lens fraction assumed in the survey for the recalibrated ``p_survey`` column.
         known_lenses: cross-match the catalogue with known lenses: ``lenscat`` (the catalogue shipped
             with the lenscat package) or a CSV in lenscat's format; none by default.
@@ -78,6 +79,7 @@ class Settings:
     device: str = "auto"
     shard_size: int = 512
     batch_size: int = 256
+    tta: bool = False
     target_prevalence: float = 1e-3
     known_lenses: str | None = None
     hats_min_rows: int = 1_000_000

@@ -60,18 +60,37 @@ def prepare_inputs(stamps: np.ndarray, config: ModelConfig, device: torch.device
 
 
 def score_stamps(
-    loaded: LoadedModel, stamps: np.ndarray, batch_size: int = 256, precision: str = "auto"
+    loaded: LoadedModel, stamps: np.ndarray, batch_size: int = 256, precision: str = "auto", tta: bool = False
 ) -> np.ndarray:
     """Logits for raw stamps (n, bands, S, S): preprocess, then batched forward passes."""
     device = next(loaded.module.parameters()).device
-    return forward_logits(loaded, prepare_inputs(stamps, loaded.config, device), batch_size, precision)
+    return forward_logits(loaded, prepare_inputs(stamps, loaded.config, device), batch_size, precision, tta)
+
+
+def dihedral_views(batch: torch.Tensor) -> list[torch.Tensor]:
+    """The 8 symmetries of the square applied to a batch (rotations by 90 degrees, with and without a flip)."""
+    return [torch.rot90(view, turns, dims=(-2, -1)) for view in (batch, batch.flip(-1)) for turns in range(4)]
+
+
+def mean_probability_logit(logits: torch.Tensor) -> torch.Tensor:
+    """``logit(mean(sigmoid(logits)))`` over the first axis, without overflow for confident logits.
+
+    log(sum sigma(l)) - log(sum (1 - sigma(l))) with log sigma(l) = -softplus(-l).
+    """
+    return (torch.logsumexp(-torch.nn.functional.softplus(-logits), dim=0)
+            - torch.logsumexp(-torch.nn.functional.softplus(logits), dim=0))
 
 
 @torch.inference_mode()
 def forward_logits(
-    loaded: LoadedModel, inputs: np.ndarray | torch.Tensor, batch_size: int = 256, precision: str = "auto"
+    loaded: LoadedModel, inputs: np.ndarray | torch.Tensor, batch_size: int = 256, precision: str = "auto",
+    tta: bool = False,
 ) -> np.ndarray:
-    """Logits for already-normalised inputs (an array, or a tensor on any device), in batches."""
+    """Logits for already-normalised inputs (an array, or a tensor on any device), in batches.
+
+    With ``tta``, each stamp is scored in its 8 dihedral orientations and the lens
+    probabilities are averaged (test-time augmentation); the logit of that mean is returned.
+    """
     device = next(loaded.module.parameters()).device
     if isinstance(inputs, np.ndarray):
         inputs = torch.from_numpy(np.ascontiguousarray(inputs))
@@ -79,7 +98,11 @@ def forward_logits(
     for start in range(0, len(inputs), batch_size):
         batch = inputs[start : start + batch_size].to(device, non_blocking=True)
         with autocast_for(device, precision):
-            output = loaded.module(batch)
+            if tta:
+                output = mean_probability_logit(torch.stack([loaded.module(view).float()
+                                                             for view in dihedral_views(batch)]))
+            else:
+                output = loaded.module(batch)
         logits[start : start + len(batch)] = output.float().cpu().numpy()
     return logits
 
@@ -90,17 +113,20 @@ class ModelPlugin(WorkerPlugin):
     Attributes:
         model: shipped model name or checkpoint directory (must be readable by the workers).
         device: ``auto``, ``cpu`` or ``cuda``.
+        tta: average the probabilities over the 8 dihedral orientations of each stamp.
         torch_threads: intra-op threads for CPU inference. Dask's nanny sets OMP threads
             to 1 in workers, so the count is set here on purpose.
     """
 
     name = PLUGIN_NAME
 
-    def __init__(self, model: str, device: str = "auto", torch_threads: int | None = None, precision: str = "auto"):
+    def __init__(self, model: str, device: str = "auto", torch_threads: int | None = None, precision: str = "auto",
+                 tta: bool = False):
         self.model = str(model)
         self.device = device
         self.torch_threads = torch_threads
         self.precision = precision
+        self.tta = tta
         self.loaded: LoadedModel | None = None
         self.lock = threading.Lock()
 
@@ -118,10 +144,10 @@ class ModelPlugin(WorkerPlugin):
         device = next(self.loaded.module.parameters()).device
         if device.type == "cuda":
             with self.lock:
-                return score_stamps(self.loaded, stamps, batch_size, self.precision)
+                return score_stamps(self.loaded, stamps, batch_size, self.precision, self.tta)
         inputs, _ = preprocess(stamps, self.loaded.config)
         with self.lock:
-            return forward_logits(self.loaded, inputs, batch_size, self.precision)
+            return forward_logits(self.loaded, inputs, batch_size, self.precision, self.tta)
 
     def __getstate__(self):
         state = self.__dict__.copy()

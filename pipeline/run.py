@@ -130,6 +130,7 @@ def execute(prepared: PreparedRun, client: Client, log: Callable[[str], None] = 
         "model_config": model_config.to_json(),
         "shard_size": settings.shard_size,
         "where": settings.where,
+        "tta": settings.tta,
     }
     resuming = run_dir.prepare(fingerprint(inputs), inputs, settings.force)
     settings.save(run_dir.root / "run.yaml")
@@ -139,7 +140,8 @@ def execute(prepared: PreparedRun, client: Client, log: Callable[[str], None] = 
                                   "pixel_scale_arcsec": model_config.pixel_scale_arcsec,
                                   "code_version": code_version()})
 
-    client.register_plugin(ModelPlugin(str(checkpoint.resolve()), settings.device, settings.resolved_threads()))
+    client.register_plugin(ModelPlugin(str(checkpoint.resolve()), settings.device, settings.resolved_threads(),
+                                       tta=settings.tta))
     tasks, done = _build_graph(plan, run_dir, size_px, settings.batch_size)
     if done:
         log(f"resuming: {done} of {len(plan.shards)} shards were already scored")
