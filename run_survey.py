@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="YAML file of settings; every flag has a key (dashes or underscores); flags win")
     parser.add_argument("--out", metavar="DIR", help="output directory; rerunning on it resumes")
     parser.add_argument("--model", metavar="NAME_OR_CHECKPOINT",
-                        help="shipped model name or checkpoint directory (default: default)")
+                        help="shipped model name or checkpoint directory (default: default); a comma-separated "
+                             "list scores an ensemble: score_<name> per model, score = their mean probability")
     compute = parser.add_argument_group("compute")
     compute.add_argument("--workers", type=int, metavar="N", help="Dask workers to start (default: min(4, cores))")
     compute.add_argument("--threads-per-worker", type=int, metavar="N",

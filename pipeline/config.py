@@ -44,7 +44,8 @@ class Settings:
         bands: band names in the order the model expects; default: the model's own bands.
         where: preselection on catalogue columns (pandas query syntax), e.g. ``mag_r < 22``.
         out: output directory (created; a rerun resumes into it).
-        model: a shipped model name (``default``) or a checkpoint directory.
+        model: a shipped model name (``default``) or a checkpoint directory; a comma-separated list
+            scores an ensemble (per-model ``score_<name>`` columns, ``score`` = their mean probability).
         workers: number of Dask worker processes to start (ignored with ``scheduler``).
         threads_per_worker: PyTorch threads per worker; default: cores / workers.
         scheduler: address of an existing Dask scheduler to use instead of starting workers.

@@ -111,7 +111,8 @@ class ModelPlugin(WorkerPlugin):
     """Loads a checkpoint once when a worker starts; only its name travels to the workers.
 
     Attributes:
-        model: shipped model name or checkpoint directory (must be readable by the workers).
+        model: shipped model name or checkpoint directory, or a list of them for an ensemble
+            (must be readable by the workers).
         device: ``auto``, ``cpu`` or ``cuda``.
         tta: average the probabilities over the 8 dihedral orientations of each stamp.
         torch_threads: intra-op threads for CPU inference. Dask's nanny sets OMP threads
@@ -120,38 +121,43 @@ class ModelPlugin(WorkerPlugin):
 
     name = PLUGIN_NAME
 
-    def __init__(self, model: str, device: str = "auto", torch_threads: int | None = None, precision: str = "auto",
-                 tta: bool = False):
-        self.model = str(model)
+    def __init__(self, model: str | list[str], device: str = "auto", torch_threads: int | None = None,
+                 precision: str = "auto", tta: bool = False):
+        self.models = [str(model)] if isinstance(model, (str, Path)) else [str(item) for item in model]
         self.device = device
         self.torch_threads = torch_threads
         self.precision = precision
         self.tta = tta
-        self.loaded: LoadedModel | None = None
+        self.loaded: list[LoadedModel] = []
         self.lock = threading.Lock()
 
     def setup(self, worker=None) -> None:
         device = pick_device(self.device)
         if device.type == "cpu" and self.torch_threads:
             torch.set_num_threads(self.torch_threads)
-        self.loaded = load_model(self.model, device=device)
+        self.loaded = [load_model(model, device=device) for model in self.models]
 
-    def score(self, stamps: np.ndarray, batch_size: int) -> np.ndarray:
-        # Preprocessing runs in the task's own thread; the forward pass runs one at a time
-        # per worker, since threads sharing one model would oversubscribe the cores (CPU)
-        # or the memory (GPU). With several threads per GPU worker, the CPU work of one
-        # shard overlaps the GPU work of another.
-        device = next(self.loaded.module.parameters()).device
-        if device.type == "cuda":
+    def score(self, stamps: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+        """Logits of every model for raw stamps, by model name."""
+        # Preprocessing runs in the task's own thread on CPU workers; the forward pass runs
+        # one at a time per worker, since threads sharing one model would oversubscribe the
+        # cores (CPU) or the memory (GPU). With several threads per worker, the CPU work of
+        # one shard overlaps the forward pass of another.
+        logits = {}
+        for loaded in self.loaded:
+            name = loaded.config.name or loaded.path.name
+            if next(loaded.module.parameters()).device.type == "cuda":
+                with self.lock:
+                    logits[name] = score_stamps(loaded, stamps, batch_size, self.precision, self.tta)
+                continue
+            inputs, _ = preprocess(stamps, loaded.config)
             with self.lock:
-                return score_stamps(self.loaded, stamps, batch_size, self.precision, self.tta)
-        inputs, _ = preprocess(stamps, self.loaded.config)
-        with self.lock:
-            return forward_logits(self.loaded, inputs, batch_size, self.precision, self.tta)
+                logits[name] = forward_logits(loaded, inputs, batch_size, self.precision, self.tta)
+        return logits
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["loaded"] = None
+        state["loaded"] = []
         state["lock"] = None
         return state
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -30,12 +30,15 @@ from catalogs.hats import DEFAULT_MAX_ROWS as DEFAULT_HATS_PARTITION_ROWS
 from catalogs.hats import write_hats
 from catalogs.healpix import healpix_29
 from catalogs.io import Params, atomic_write_parquet
-from catalogs.schema import CORE_NAMES, DEFAULT_TARGET_PREVALENCE, HEALPIX_COLUMN, candidate_schema, failure_schema
+from catalogs.schema import (CORE_NAMES, DEFAULT_TARGET_PREVALENCE, HEALPIX_COLUMN, candidate_schema, failure_schema,
+                             model_score_column)
 from lensnet.metrics import prior_shift
 from pipeline.plan import Plan
 
 #: Catalogues with more rows than this are also written as a HATS catalogue.
 DEFAULT_HATS_MIN_ROWS = 1_000_000
+#: Per-model logit columns of an ensemble's score part files: ``logit:<model name>``.
+MODEL_LOGIT_PREFIX = "logit:"
 #: Training prevalence assumed when neither the caller nor the provenance gives one: the
 #: model config's own default (balanced training sets).
 FALLBACK_TRAIN_PREVALENCE = 0.5
@@ -69,6 +72,7 @@ def merge_outputs(
     hats_partition_rows: int = DEFAULT_HATS_PARTITION_ROWS,
     known_lenses: pd.DataFrame | None = None,
     crossmatch_radius_arcsec: float = DEFAULT_RADIUS_ARCSEC,
+    model_names: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Write the catalogue products (see the module docstring); return the summary counts.
 
@@ -83,11 +87,14 @@ def merge_outputs(
         known_lenses: a frame from :func:`catalogs.crossmatch.load_known_lenses`; when given,
             the catalogue gets the known-lens columns and the summary a ``known_lenses`` report.
         crossmatch_radius_arcsec: match radius for ``known_lenses``.
+        model_names: with two or more models, the ensemble members whose ``logit:<name>``
+            part-file columns become ``score_<name>`` catalogue columns.
     """
     train_prevalence = _train_prevalence(train_prevalence, provenance)
     status = _read_parts(cut_parts).set_index("cutout_index").sort_index()
     scores = _read_parts(score_parts).set_index("cutout_index")
-    objects = plan.objects.join(status[["flags"]]).join(scores["logit"], how="inner")
+    member_columns = [f"{MODEL_LOGIT_PREFIX}{name}" for name in model_names] if len(model_names) > 1 else []
+    objects = plan.objects.join(status[["flags"]]).join(scores[["logit", *member_columns]], how="inner")
     extra_columns = [name for name in catalog.columns if name not in ("id", "ra", "dec")]
     extras = catalog.iloc[objects["row"].to_numpy()][extra_columns].reset_index(drop=True)
     # An input column named like a core column is kept under another name, not overwritten.
@@ -111,6 +118,9 @@ def merge_outputs(
             "cutout_index": objects.index.to_numpy(np.int64),
         }
     )
+    for name, column in zip(model_names if member_columns else (), member_columns):
+        member = objects[column].to_numpy(np.float64)
+        candidates[model_score_column(name)] = (1.0 / (1.0 + np.exp(-member))).astype(np.float32)
     candidates = pd.concat([candidates, extras], axis=1)
     # Rank by the logit: float32 scores saturate at 1.0 for confident objects, logits do not.
     candidates = candidates.sort_values(["logit", "object_id"], ascending=[False, True], kind="stable")
@@ -124,7 +134,8 @@ def merge_outputs(
 
     calibration = {"threshold": float(threshold), "train_prevalence": train_prevalence,
                    "target_prevalence": float(target_prevalence)}
-    catalogue_provenance: dict[str, Any] = {**calibration, "score": "sigmoid(logit) of the one model"}
+    catalogue_provenance: dict[str, Any] = {**calibration, "score": (
+        f"mean probability of the models {', '.join(model_names)}" if member_columns else "sigmoid(logit) of the one model")}
     if known_lenses is not None:
         catalogue_provenance["known_lens_radius_arcsec"] = float(crossmatch_radius_arcsec)
     provenance = {**provenance, "catalogue": catalogue_provenance}
@@ -135,7 +146,8 @@ def merge_outputs(
     }
     id_type = pa.array(catalog["id"].iloc[:1]).type
     extra_schema = pa.Schema.from_pandas(extras, preserve_index=False)
-    schema = candidate_schema(id_type, extra_schema, crossmatch=known_lenses is not None)
+    schema = candidate_schema(id_type, extra_schema, crossmatch=known_lenses is not None,
+                              model_names=list(model_names) if member_columns else ())
     table = pa.Table.from_pandas(candidates, schema=schema, preserve_index=False)
     description = "lensfinder candidate catalogue: every scored object, most lens-like first"
     atomic_write_parquet(table, out_dir / "candidates.parquet", provenance, params=params, description=description)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import dask
+import numpy as np
 import pandas as pd
 from distributed import Client, as_completed, performance_report, progress
 
@@ -58,6 +59,7 @@ class PreparedRun:
     settings: Settings
     checkpoint: Path
     model_config: ModelConfig
+    ensemble: list[tuple[str, Path, ModelConfig]]
     bands: list[str]
     catalog: pd.DataFrame
     tiles: list[Tile]
@@ -82,8 +84,8 @@ def run_with_client(settings: Settings, client: Client, log: Callable[[str], Non
 
 def prepare_run(settings: Settings, log: Callable[[str], None] = print) -> PreparedRun:
     """Read the model config, catalogue and tile headers; assign objects; cut the work into shards."""
-    checkpoint = resolve_checkpoint(settings.model)
-    model_config = load_config(checkpoint)
+    ensemble = load_ensemble(settings.model)
+    _, checkpoint, model_config = ensemble[0]
     bands = settings.bands or list(model_config.bands)
     if len(bands) != len(model_config.bands):
         raise SettingsError(
@@ -109,7 +111,7 @@ def prepare_run(settings: Settings, log: Callable[[str], None] = print) -> Prepa
             known_lenses = load_known_lenses(source)
         except (OSError, ImportError, ValueError) as error:
             raise SettingsError(f"--known-lenses {settings.known_lenses}: {error}") from None
-    return PreparedRun(settings, checkpoint, model_config, bands, catalog, tiles, plan, known_lenses)
+    return PreparedRun(settings, checkpoint, model_config, ensemble, bands, catalog, tiles, plan, known_lenses)
 
 
 def execute(prepared: PreparedRun, client: Client, log: Callable[[str], None] = print) -> RunResult:
@@ -126,8 +128,8 @@ def execute(prepared: PreparedRun, client: Client, log: Callable[[str], None] = 
                                **{f"weight:{b}": r for b, r in tile.weights.items()}}.items()}
                   for tile in tiles},
         "bands": bands,
-        "model_weights_sha256": sha256_of(checkpoint / WEIGHTS_FILE),
-        "model_config": model_config.to_json(),
+        "model_weights_sha256": [sha256_of(path / WEIGHTS_FILE) for _, path, _ in prepared.ensemble],
+        "model_config": [config.to_json() for _, _, config in prepared.ensemble],
         "shard_size": settings.shard_size,
         "where": settings.where,
         "tta": settings.tta,
@@ -140,8 +142,8 @@ def execute(prepared: PreparedRun, client: Client, log: Callable[[str], None] = 
                                   "pixel_scale_arcsec": model_config.pixel_scale_arcsec,
                                   "code_version": code_version()})
 
-    client.register_plugin(ModelPlugin(str(checkpoint.resolve()), settings.device, settings.resolved_threads(),
-                                       tta=settings.tta))
+    client.register_plugin(ModelPlugin([str(path.resolve()) for _, path, _ in prepared.ensemble], settings.device,
+                                       settings.resolved_threads(), tta=settings.tta))
     tasks, done = _build_graph(plan, run_dir, size_px, settings.batch_size)
     if done:
         log(f"resuming: {done} of {len(plan.shards)} shards were already scored")
@@ -154,12 +156,18 @@ def execute(prepared: PreparedRun, client: Client, log: Callable[[str], None] = 
         client.gather(futures)
 
     provenance = _provenance(settings, checkpoint, model_config, bands, tiles)
+    if len(prepared.ensemble) > 1:
+        provenance["models"] = [{"name": name, "checkpoint": str(path), "weights_sha256": sha256_of(path / WEIGHTS_FILE),
+                                 "threshold": config.threshold, "normalisation": config.normalisation}
+                                for name, path, config in prepared.ensemble]
+    threshold, train_prevalence = ensemble_calibration(prepared.ensemble)
     summary = merge_outputs(
         plan, catalog,
         [str(run_dir.part("cut", shard)) for shard in range(len(plan.shards))],
         [str(run_dir.part("score", shard)) for shard in range(len(plan.shards))],
-        model_config.threshold, run_dir.root, provenance,
-        train_prevalence=model_config.train_prevalence,
+        threshold, run_dir.root, provenance,
+        train_prevalence=train_prevalence,
+        model_names=[name for name, _, _ in prepared.ensemble] if len(prepared.ensemble) > 1 else (),
         target_prevalence=settings.target_prevalence,
         hats_min_rows=settings.hats_min_rows,
         known_lenses=prepared.known_lenses,
@@ -207,6 +215,41 @@ def _build_graph(plan: Plan, run_dir: RunDirectory, size_px: int, batch_size: in
             str(run_dir.store), cut, str(score_part), start, stop, batch_size,
             dask_key_name=f"score-{shard:06d}"))
     return tasks, done
+
+
+def load_ensemble(models: str) -> list[tuple[str, Path, ModelConfig]]:
+    """(name, checkpoint, config) of each model in a comma-separated list; they must share their inputs."""
+    ensemble = []
+    for item in [part.strip() for part in str(models).split(",") if part.strip()]:
+        checkpoint = resolve_checkpoint(item)
+        config = load_config(checkpoint)
+        ensemble.append((config.name or checkpoint.name, checkpoint, config))
+    if not ensemble:
+        raise SettingsError("--model is empty")
+    names = [name for name, _, _ in ensemble]
+    if len(set(names)) != len(names):
+        raise SettingsError(f"--model: two models share a name ({', '.join(names)}); give each checkpoint its own name")
+    _, _, first = ensemble[0]
+    for name, _, config in ensemble[1:]:
+        if (config.bands, config.stamp_size_px, config.pixel_scale_arcsec) != (
+                first.bands, first.stamp_size_px, first.pixel_scale_arcsec):
+            raise SettingsError(
+                f"--model: {name} takes {config.bands} at {config.stamp_size_px} px, {config.pixel_scale_arcsec}\"/px, "
+                f"but {ensemble[0][0]} takes {first.bands} at {first.stamp_size_px} px, {first.pixel_scale_arcsec}\"/px; "
+                "an ensemble scores one cutout store, so its models must share bands, stamp size and pixel scale")
+    return ensemble
+
+
+def ensemble_calibration(ensemble: list[tuple[str, Path, ModelConfig]]) -> tuple[float, float]:
+    """Decision threshold and training prevalence for the ensemble's mean probability.
+
+    One model: its own. Several: the means of theirs — an approximation, since the mean
+    probability's false-positive rate at that threshold was never measured; evaluate the
+    ensemble (python -m lensnet.evaluate) before relying on is_candidate.
+    """
+    thresholds = [config.threshold for _, _, config in ensemble]
+    prevalences = [config.train_prevalence for _, _, config in ensemble]
+    return float(np.mean(thresholds)), float(np.mean(prevalences))
 
 
 def _check_pixel_scale(tiles, model_scale_arcsec: float) -> None:

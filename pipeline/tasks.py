@@ -11,13 +11,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import torch
 from catalogs.io import atomic_write_parquet
 from pipeline import store
 from astropy.wcs import WCS
 
 from pipeline.cutouts import cut_stamps, resample_stamps, stamp_flags
 from pipeline.images import InputError, read_header, read_image
-from pipeline.inference import worker_model
+from pipeline.inference import mean_probability_logit, worker_model
+from pipeline.merge import MODEL_LOGIT_PREFIX
 
 # Errors a damaged or unreadable FITS file raises while being opened or read.
 FITS_ERRORS = (OSError, ValueError, TypeError, IndexError, KeyError, EOFError, InputError)
@@ -106,13 +108,18 @@ def score_shard(store_path: str, cut_part: str, part_path: str, start: int, stop
     status = pd.read_parquet(cut_part)
     usable = status["reason"].isna().to_numpy()
     stamps = store.read_stamps(store_path, start, stop)[usable]
-    logits = worker_model().score(stamps, batch_size) if len(stamps) else np.empty(0, np.float32)
-    table = pa.table(
-        {
-            "cutout_index": pa.array(status["cutout_index"].to_numpy()[usable], pa.int64()),
-            "logit": pa.array(logits, pa.float32()),
-        }
-    )
+    plugin = worker_model()
+    by_model = plugin.score(stamps, batch_size) if len(stamps) else {
+        loaded.config.name or loaded.path.name: np.empty(0, np.float32) for loaded in plugin.loaded}
+    columns = {"cutout_index": pa.array(status["cutout_index"].to_numpy()[usable], pa.int64())}
+    if len(by_model) == 1:
+        columns["logit"] = pa.array(next(iter(by_model.values())), pa.float32())
+    else:
+        # The ensemble's logit is that of the models' mean probability.
+        stacked = torch.from_numpy(np.stack(list(by_model.values())).astype(np.float64))
+        columns["logit"] = pa.array(mean_probability_logit(stacked).numpy().astype(np.float32), pa.float32())
+        columns.update({f"{MODEL_LOGIT_PREFIX}{name}": pa.array(values, pa.float32()) for name, values in by_model.items()})
+    table = pa.table(columns)
     atomic_write_parquet(table, part_path)
     return part_path
 

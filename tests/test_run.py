@@ -132,3 +132,34 @@ def test_known_lenses_are_crossmatched_and_scores_recalibrated(tiny_survey, tiny
     assert (candidates["p_survey"] <= candidates["score"] + 1e-7).all()
     order = candidates.sort_values("rank")
     assert (np.diff(order["p_survey"].to_numpy()) <= 1e-12).all()
+
+
+@pytest.fixture(scope="module")
+def second_model(tmp_path_factory):
+    import torch
+
+    from lensnet.checkpoint import ModelConfig, save_checkpoint
+    from tests.conftest import TINY_BANDS, TINY_STAMP_PX
+
+    torch.manual_seed(1)
+    config = ModelConfig(architecture="lensresnet-tiny", bands=TINY_BANDS, stamp_size_px=TINY_STAMP_PX,
+                         pixel_scale_arcsec=0.2, normalisation="zscale", threshold=0.7, name="second")
+    return save_checkpoint(config.build().eval(), config, tmp_path_factory.mktemp("second"))
+
+
+def test_an_ensemble_scores_each_model_and_averages_their_probabilities(
+        first_run, tiny_survey, tiny_model, second_model, client, tmp_path):
+    single_second = run_with_client(settings_for(tiny_survey, second_model, tmp_path / "second"), client,
+                                    log=lambda _: None)
+    ensemble = run_with_client(settings_for(tiny_survey, f"{tiny_model},{second_model}", tmp_path / "both"), client,
+                               log=lambda _: None)
+    both = pd.read_parquet(ensemble.candidates).set_index("object_id")
+    first = pd.read_parquet(first_run.candidates).set_index("object_id").loc[both.index]
+    second = pd.read_parquet(single_second.candidates).set_index("object_id").loc[both.index]
+    np.testing.assert_allclose(both["score_tiny_test"], first["score"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(both["score_second"], second["score"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(both["score"], (first["score"] + second["score"]) / 2, rtol=1e-4, atol=1e-6)
+    assert list(both["rank"].sort_values()) == list(range(1, len(both) + 1))
+    provenance = read_provenance(ensemble.candidates)
+    assert [model["name"] for model in provenance["models"]] == ["tiny-test", "second"]
+    assert provenance["catalogue"]["threshold"] == pytest.approx((0.5 + 0.7) / 2)
