@@ -41,6 +41,7 @@ from catalogs.inspect.data import (
     load_run_model,
     read_stamps,
 )
+from lensnet.checkpoint import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -74,19 +75,11 @@ class MapSettings:
     device: str = "cpu"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def cache_key(run: InspectionRun, maps: MapSettings) -> str:
     """Directory name of the cache for this run, N and settings."""
     parts = {
         "version": CACHE_VERSION,
-        "catalogue": _sha256(run.run_dir / CANDIDATES_FILE),
+        "catalogue": sha256_of(run.run_dir / CANDIDATES_FILE),
         "top": len(run.top),
         "weights": run.provenance.get("model", {}).get("weights_sha256", ""),
         "maps": maps.enabled,
