@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="local: CPU workers; cuda: one dask-cuda worker per GPU; slurm: dask-jobqueue")
     compute.add_argument("--device", choices=DEVICES, help="where the model runs (default: auto)")
     compute.add_argument("--shard-size", type=int, metavar="N", help="objects per Zarr chunk and task (default: 512)")
-    compute.add_argument("--batch-size", type=int, metavar="N", help="stamps per forward pass (default: 256)")
+    compute.add_argument("--batch-size", type=int, metavar="N", help="stamps per forward pass (default: 32 on CPUs, 1024 on GPUs)")
     compute.add_argument("--tta", action="store_true", default=None,
                          help="test-time augmentation: average each stamp's probability over its 8 flips/rotations "
                               "(8x the inference cost)")

@@ -192,7 +192,7 @@ def _show_progress(futures: list, log: Callable[[str], None]) -> None:
             next_report = done / total + 0.1
 
 
-def _build_graph(plan: Plan, run_dir: RunDirectory, size_px: int, batch_size: int) -> tuple[list, int]:
+def _build_graph(plan: Plan, run_dir: RunDirectory, size_px: int, batch_size: int | None) -> tuple[list, int]:
     """Delayed cut and score tasks for the shards that are not done yet."""
     tile_references = {name: {"images": tile.paths, "masks": tile.masks, "weights": tile.weights,
                               "reference_band": tile.reference_band, "resampled": tile.resampled_bands}

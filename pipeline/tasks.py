@@ -103,7 +103,8 @@ def cut_shard(
     return part_path
 
 
-def score_shard(store_path: str, cut_part: str, part_path: str, start: int, stop: int, batch_size: int) -> str:
+def score_shard(store_path: str, cut_part: str, part_path: str, start: int, stop: int,
+                batch_size: int | None) -> str:
     """Score the usable stamps of one shard with the worker's model; write their logits."""
     status = pd.read_parquet(cut_part)
     usable = status["reason"].isna().to_numpy()
