@@ -1,0 +1,296 @@
+"""Forward-pass throughput against the measured roofline, for every model and for the default.
+
+Roofline fraction = FLOPs per image (``benchmarks/models.py``: convolutions and matrix
+products, multiply-add = 2) x images/s / fp32 matmul FLOP/s measured on this machine at
+the same torch thread count in the same run (``benchmarks/peak.py``).
+
+For the default model (``lensnet.load_model("default")``) a sequence of variants is
+tried, each timed interleaved with the current best (best of several rounds), and kept
+only where it gains more than ``KEEP_MARGIN``:
+
+1. grad mode: plain call, ``torch.no_grad``, ``torch.inference_mode`` (the pipeline's);
+2. memory format and batch-norm folding: NCHW, channels_last, folded BN
+   (``benchmarks/fold.py``), both;
+3. batch size 8..512;
+4. ``torch.compile`` (inductor, with ``freezing`` so that weights are constants and
+   conv+BN are folded at compile time) of the best eager variant at its batch size;
+5. torch threads 1 vs 2 for the best variant (each against the matmul peak at its own
+   thread count).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from benchmarks.common import TIMING_KEYS, CpuWatch, log, round_robin
+from benchmarks.fold import fold_batchnorm
+from benchmarks.models import flops_per_image, images_per_second, make_inputs
+from lensnet.models import create_model, list_models, model_spec
+
+#: A variant replaces the current best only if it is this much faster (best of rounds).
+KEEP_MARGIN = 0.10
+#: The pipeline's current settings (pipeline/inference.py, pipeline/config.py).
+PIPELINE_BATCH = 256
+BATCHES = (8, 16, 32, 64, 128, 256, 512)
+BATCHES_QUICK = (16, 128)
+
+
+def all_models(bands: int, batch: int, repeats: int, peak_flops: float, device: str = "cpu") -> list[dict]:
+    """Parameters, FLOPs/image, best images/s and roofline fraction of every registered model."""
+    rows = []
+    for name in list_models():
+        torch.manual_seed(0)
+        model = create_model(name, bands=bands).eval().to(device)
+        inputs = make_inputs(model, name, bands, batch)
+        inputs = tuple(t.to(device) for t in inputs) if isinstance(inputs, tuple) else inputs.to(device)
+        flops = flops_per_image(model, inputs)
+        watch = CpuWatch()
+        # models.images_per_second returns the median of its iterations; one iteration per
+        # call (the first with a warm-up batch) and the best call is the best of `repeats`.
+        rates = [images_per_second(model, inputs, warmup=1 if i == 0 else 0, iters=1)[0] for i in range(repeats)]
+        if device == "cuda":  # untested here: the timings above do not synchronise per batch
+            torch.cuda.synchronize()
+        rate = max(rates)
+        rows.append({
+            "name": name,
+            "input_size_px": list(model_spec(name).input_size_px),
+            "bands": bands,
+            "batch": batch,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "flops_per_image": flops,
+            "images_per_s": rate,
+            "images_per_s_all": [round(r, 2) for r in rates],
+            "achieved_flops_per_s": flops * rate,
+            "roofline_fraction": flops * rate / peak_flops,
+            **watch.stop(),
+        })
+        log(f"  {name:28s} {flops / 1e9:7.3f} GFLOP/img {rate:9.1f} img/s "
+            f"{100 * flops * rate / peak_flops:5.1f}% of matmul peak")
+        del model
+    return rows
+
+
+def _pass(model: Callable, inputs: torch.Tensor, batch: int, context, threads: int) -> Callable[[], None]:
+    """One timed unit: every image of ``inputs`` through ``model`` in batches of ``batch``."""
+    def run() -> None:
+        torch.set_num_threads(threads)
+        with context():
+            for start in range(0, len(inputs), batch):
+                model(inputs[start:start + batch])
+    return run
+
+
+def _max_difference(model: Callable, reference: nn.Module, inputs: torch.Tensor) -> float:
+    with torch.inference_mode():
+        return float((model(inputs) - reference(inputs)).abs().max())
+
+
+class VariantSearch:
+    """Keeps the current best variant of the default model and the record of every trial."""
+
+    def __init__(self, module: nn.Module, images: int, rounds: int, threads: int, peak: dict[int, float],
+                 flops: int):
+        self.reference = module
+        self.images = images
+        self.rounds = rounds
+        self.threads = threads
+        self.peak = peak
+        self.flops = flops
+        generator = torch.Generator().manual_seed(1)
+        self.inputs = torch.randn(images, 3, 64, 64, generator=generator)
+        self.check = self.inputs[:PIPELINE_BATCH].clone()  # at most `images` rows
+        self.trials: list[dict] = []
+        self.best = {"name": "pipeline (inference_mode, NCHW, batch 256)", "model": module,
+                     "channels_last": False, "batch": PIPELINE_BATCH, "context": torch.inference_mode,
+                     "images_per_s": None}
+
+    def inputs_for(self, channels_last: bool) -> torch.Tensor:
+        return self.inputs.contiguous(memory_format=torch.channels_last) if channels_last else self.inputs
+
+    def compare(self, stage: str, variants: dict[str, dict]) -> dict[str, dict]:
+        """Time ``variants`` (dicts like ``self.best``, optionally with ``threads``) interleaved."""
+        functions = {name: _pass(v["model"], self.inputs_for(v["channels_last"]), v["batch"], v["context"],
+                                 v.get("threads", self.threads))
+                     for name, v in variants.items()}
+        timings = round_robin(functions, self.rounds, warmup=1)
+        torch.set_num_threads(self.threads)
+        results = {}
+        for name, variant in variants.items():
+            threads = variant.get("threads", self.threads)
+            rate = self.images / timings[name]["best_s"]
+            variant["images_per_s"] = rate
+            results[name] = {
+                "stage": stage, "variant": name, "threads": threads, "batch": variant["batch"],
+                "channels_last": variant["channels_last"], "images_per_s": rate,
+                "roofline_fraction": self.flops * rate / self.peak[threads],
+                "max_abs_logit_difference": _max_difference(
+                    variant["model"], self.reference, self.check[:variant["batch"]].contiguous(
+                        memory_format=torch.channels_last if variant["channels_last"] else torch.contiguous_format)),
+                **{key: timings[name][key] for key in TIMING_KEYS if key in timings[name]},
+            }
+            log(f"  [{stage}] {name:44s} {rate:8.1f} img/s {100 * results[name]['roofline_fraction']:5.1f}% roofline")
+        self.trials.extend(results.values())
+        return results
+
+    def keep_if_faster(self, stage: str, candidates: dict[str, dict], results: dict[str, dict],
+                       baseline_name: str, prefer_simplest: bool = False) -> str:
+        """Make the fastest candidate the best if it beats ``baseline_name`` by KEEP_MARGIN.
+
+        With ``prefer_simplest``, the first candidate (in the order given, simplest first)
+        that is within KEEP_MARGIN of the fastest is kept instead: a gain smaller than the
+        noise does not justify the extra machinery.
+        """
+        rate = {name: results[name]["images_per_s"] for name in candidates}
+        base_rate = rate[baseline_name]
+        fastest = max(candidates, key=rate.get)
+        gain = rate[fastest] / base_rate - 1
+        kept = baseline_name
+        if gain > KEEP_MARGIN:
+            kept = fastest
+            if prefer_simplest:
+                kept = next(name for name in candidates
+                            if rate[name] >= rate[fastest] / (1 + KEEP_MARGIN)
+                            and rate[name] > base_rate * (1 + KEEP_MARGIN))
+        for name in candidates:
+            results[name]["gain_vs_stage_baseline"] = rate[name] / base_rate - 1
+            results[name]["kept"] = name == kept
+        self.best = {**candidates[kept], "name": kept}
+        log(f"  [{stage}] kept: {kept} ({100 * gain:+.1f}% for the fastest, {fastest}, vs {baseline_name})")
+        return kept
+
+
+def default_model_variants(threads: int, peak: dict[int, float], quick: bool, compile_model: bool) -> dict[str, Any]:
+    """The variant search described in the module docstring; returns every trial and the choices."""
+    import lensnet
+
+    torch.set_num_threads(threads)
+    loaded = lensnet.load_model("default")
+    module = loaded.module
+    flops = flops_per_image(module, torch.randn(1, 3, 64, 64))
+    search = VariantSearch(module, images=128 if quick else 512, rounds=2 if quick else 4, threads=threads,
+                           peak=peak, flops=flops)
+    base = dict(search.best)
+    choices: dict[str, Any] = {"flops_per_image": flops, "threads": threads}
+
+    # 1. grad mode
+    stage = {"torch.inference_mode (pipeline)": {**base},
+             "torch.no_grad": {**base, "context": torch.no_grad},
+             "plain call (autograd on)": {**base, "context": torch.enable_grad}}
+    results = search.compare("grad mode", stage)
+    choices["grad_mode"] = search.keep_if_faster("grad mode", stage, results, "torch.inference_mode (pipeline)",
+                                                 prefer_simplest=True)
+
+    # 2. memory format and BN folding
+    folded, fold_report = fold_batchnorm(module)
+    choices["batchnorm_folding"] = fold_report
+    current = dict(search.best)
+    stage = {"NCHW (current)": current,
+             "channels_last": {**current, "model": copy.deepcopy(module).to(memory_format=torch.channels_last),
+                               "channels_last": True},
+             "BN folded": {**current, "model": folded},
+             "BN folded + channels_last": {**current, "model": copy.deepcopy(folded).to(
+                 memory_format=torch.channels_last), "channels_last": True}}
+    results = search.compare("layout/BN", stage)
+    choices["layout_bn"] = search.keep_if_faster("layout/BN", stage, results, "NCHW (current)",
+                                                 prefer_simplest=True)
+
+    # 3. batch size (eager)
+    current = dict(search.best)
+    batches = BATCHES_QUICK if quick else BATCHES
+    stage = {f"batch {b}": {**current, "batch": b} for b in sorted(set(batches) | {current["batch"]})}
+    results = search.compare("batch", stage)
+    choices["batch"] = search.keep_if_faster("batch", stage, results, f"batch {current['batch']}")
+
+    # 4. torch.compile of the best eager variant, at its batch size (one compile, no dynamic shapes)
+    best_eager = dict(search.best)
+    if compile_model:
+        compiled = _compile(best_eager, search.inputs_for(best_eager["channels_last"])[:best_eager["batch"]])
+        choices["compile"] = {key: value for key, value in compiled.items() if key != "variant"}
+        if compiled.get("variant") is not None:
+            stage = {"best eager": best_eager, "torch.compile (inductor, freezing)": compiled["variant"]}
+            results = search.compare("compile", stage)
+            choices["compile"]["kept"] = search.keep_if_faster("compile", stage, results, "best eager")
+            choices["compile"]["gain"] = results["torch.compile (inductor, freezing)"]["gain_vs_stage_baseline"]
+    else:
+        choices["compile"] = {"skipped": "--quick or --no-compile"}
+
+    # 5. threads (each against its own peak)
+    best = dict(search.best)
+    if threads > 1:
+        stage = {"1 thread": {**best, "threads": 1}, f"{threads} threads": {**best, "threads": threads}}
+        results = search.compare("threads", stage)
+        one, many = results["1 thread"], results[f"{threads} threads"]
+        choices["threads_compare"] = {
+            "1": one["images_per_s"], str(threads): many["images_per_s"],
+            "speed_up": many["images_per_s"] / one["images_per_s"],
+            "roofline_fraction_1": one["roofline_fraction"], f"roofline_fraction_{threads}": many["roofline_fraction"]}
+    choices["best"] = {"name": search.best["name"], "batch": search.best["batch"],
+                       "channels_last": search.best["channels_last"]}
+    return {"trials": search.trials, "choices": choices, "profile": _profile(module, threads)}
+
+
+def _compile(variant: dict, example: torch.Tensor, timeout_s: float = 300) -> dict:
+    """``torch.compile`` the variant's model; returns the compiled variant and the compile time."""
+    try:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.freezing = True  # weights as constants: conv+BN folding, weight prepacking
+        inductor_config.force_disable_caches = True  # time a cold compile, as a fresh worker would see it
+        model = torch.compile(copy.deepcopy(variant["model"]), dynamic=False)
+        started = time.perf_counter()
+        with torch.inference_mode():
+            model(example)
+        seconds = time.perf_counter() - started
+    except Exception as error:  # no compiler, unsupported op, ...: report and move on
+        return {"error": f"{type(error).__name__}: {error}"[:500], "variant": None}
+    log(f"  torch.compile: first call (compile) {seconds:.1f} s")
+    if seconds > timeout_s:
+        return {"compile_s": seconds, "error": f"compile took longer than {timeout_s} s", "variant": None}
+    return {"compile_s": seconds, "variant": {**variant, "model": model}}
+
+
+def _profile(module: nn.Module, threads: int, batch: int = 256) -> dict[str, float]:
+    """Share of eager CPU time per aten op (NCHW and channels_last), from torch.profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.set_num_threads(threads)
+    shares = {}
+    for name, model, channels_last in (("NCHW", module, False),
+                                       ("channels_last", copy.deepcopy(module).to(memory_format=torch.channels_last),
+                                        True)):
+        x = torch.randn(batch, 3, 64, 64)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            model(x)
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                model(x)
+        events = prof.key_averages()
+        total = sum(e.self_cpu_time_total for e in events)
+        top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:5]
+        shares[name] = {e.key: round(e.self_cpu_time_total / total, 3) for e in top}
+    return shares
+
+
+def cuda_forward(batch_sizes=(256, 1024, 4096), images: int = 8192) -> dict:
+    """GPU forward throughput of the default model, fp32 and bf16 autocast (untested here)."""
+    import lensnet
+    from benchmarks.common import best_time
+
+    loaded = lensnet.load_model("default", device="cuda")
+    x = torch.randn(images, 3, 64, 64, device="cuda")
+    out = {}
+    for precision in ("fp32", "bf16"):
+        for batch in batch_sizes:
+            def run(batch=batch, precision=precision):
+                with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16, enabled=precision == "bf16"):
+                    for start in range(0, images, batch):
+                        loaded.module(x[start:start + batch])
+            timing = best_time(run, 5, warmup=2, synchronize=torch.cuda.synchronize)
+            out[f"{precision}_batch{batch}"] = {"images_per_s": images / timing["best_s"], **timing}
+    return out
