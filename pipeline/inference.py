@@ -15,7 +15,7 @@ import torch
 from distributed import WorkerPlugin, get_worker
 
 from lensnet.checkpoint import LoadedModel, ModelConfig, load_model
-from lensnet.preprocess import normalise
+from lensnet.preprocess_fast import normalise
 from lensnet.preprocess_torch import TORCH_NORMALISATIONS
 
 PLUGIN_NAME = "lensfinder-model"
@@ -46,15 +46,20 @@ def autocast_for(device: torch.device, precision: str = "auto"):
 
 
 def preprocess(stamps: np.ndarray, config: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
-    """The normalisation named by the model's config; returns (inputs, had-bad-pixels)."""
+    """The normalisation named by the model's config; returns (inputs, had-bad-pixels).
+
+    Float32 stamps go through the fast float32 implementation where one exists
+    (:mod:`lensnet.preprocess_fast`: within 2e-6 of the float64 reference, about 5x faster
+    on a CPU, where the normalisation would otherwise cost as much as the forward pass).
+    """
     return normalise(stamps, config.normalisation, **config.normalisation_params)
 
 
 def prepare_inputs(stamps: np.ndarray, config: ModelConfig, device: torch.device) -> torch.Tensor | np.ndarray:
     """Normalised inputs for a model on ``device``.
 
-    On a GPU, a normalisation with a torch implementation runs there (the float64 NumPy
-    reference would leave the GPU waiting); elsewhere the NumPy reference is used.
+    On a GPU, a normalisation with a torch implementation runs there (the NumPy versions
+    would leave the GPU waiting); elsewhere :func:`preprocess` runs.
     """
     if device.type == "cuda" and config.normalisation in TORCH_NORMALISATIONS:
         raw = torch.from_numpy(np.ascontiguousarray(stamps, dtype=np.float32)).to(device, non_blocking=True)
