@@ -6,6 +6,8 @@ two paths give the same numbers by construction and a test checks it.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import threading
 from contextlib import nullcontext
 from pathlib import Path
@@ -24,6 +26,41 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: caches warm (benchmarks/RESULTS.md: batch 32 ran 1.4x faster than 256 on 2 cores), a
 #: GPU wants large ones.
 DEFAULT_BATCH = {"cpu": 32, "cuda": 1024}
+
+
+#: glibc ``mallopt`` parameters (malloc.h) and the values CPU workers set.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+#: Dask configuration key that turns the malloc tuning off (``DASK_LENSFINDER__TUNE_MALLOC=false``).
+TUNE_MALLOC_KEY = "lensfinder.tune-malloc"
+MALLOC_SETTINGS = {"trim_threshold": 256 * 2**20, "mmap_threshold": 32 * 2**20}
+
+
+def keep_activations_on_the_heap() -> bool:
+    """Stop glibc from mmap-ing and unmapping every activation tensor; True where it applied.
+
+    Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, and setting any
+    malloc threshold turns glibc's adaptive mmap threshold off: every buffer above
+    128 KiB is then a fresh mmap, page-faulted and zeroed, and unmapped after each
+    forward pass. Measured on a 2-core CPU (benchmarks/RESULTS.md), that cost the default
+    model about 40% of the pipeline's throughput. Raising the two thresholds at run time
+    keeps the activations of one batch on the heap between batches (a worker's resident
+    memory grows by about the activations of one batch). A no-op where glibc is absent,
+    or where the Dask configuration sets ``lensfinder.tune-malloc: false``.
+    """
+    import dask
+
+    if not dask.config.get(TUNE_MALLOC_KEY, True):
+        return False
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, MALLOC_SETTINGS["mmap_threshold"])
+                and mallopt(_M_TRIM_THRESHOLD, MALLOC_SETTINGS["trim_threshold"]))
 
 
 def pick_device(request: str = "auto") -> torch.device:
@@ -141,12 +178,15 @@ class ModelPlugin(WorkerPlugin):
         self.precision = precision
         self.tta = tta
         self.loaded: list[LoadedModel] = []
+        self.malloc_tuned = False
         self.lock = threading.Lock()
 
     def setup(self, worker=None) -> None:
         device = pick_device(self.device)
-        if device.type == "cpu" and self.torch_threads:
-            torch.set_num_threads(self.torch_threads)
+        if device.type == "cpu":
+            self.malloc_tuned = keep_activations_on_the_heap()
+            if self.torch_threads:
+                torch.set_num_threads(self.torch_threads)
         self.loaded = [load_model(model, device=device) for model in self.models]
         for loaded in self.loaded:
             # Measured on a 2-core CPU: channels_last 1.5x faster than NCHW (benchmarks/RESULTS.md).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -45,3 +47,55 @@ def test_tta_is_part_of_the_run_fingerprint(tiny_survey, tiny_model, client, tmp
     assert result.summary["scored"] > 0
     with pytest.raises(ResumeError, match="tta"):
         run_with_client(settings_for(tiny_survey, tiny_model, out), client, log=lambda _: None)
+
+
+_MMAPPED = """
+import ctypes, sys
+import numpy as np
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                     "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+if sys.argv[1] == "tuned":
+    from pipeline.inference import keep_activations_on_the_heap
+    assert keep_activations_on_the_heap()
+for _ in range(3):
+    buffer = np.ones(2**20)  # 8 MiB, about the activations of one CPU batch
+    alive = libc.mallinfo2().hblkhd  # bytes in mmap-ed chunks
+    del buffer
+    print(alive - libc.mallinfo2().hblkhd)
+"""
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="glibc malloc")
+def test_workers_reuse_activation_memory_instead_of_mmapping_it_again(tmp_path):
+    # Under Dask's nanny environment (MALLOC_TRIM_THRESHOLD_=65536) every 8 MiB buffer is
+    # a fresh mmap, page-faulted and zeroed each time; after keep_activations_on_the_heap
+    # every one of them comes from the heap.
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "mmapped.py"
+    script.write_text(_MMAPPED)
+    environment = {**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536",
+                   "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+
+    def mmapped_bytes(mode: str) -> list[int]:
+        output = subprocess.run([sys.executable, str(script), mode], env=environment, capture_output=True,
+                                text=True, check=True).stdout
+        return [int(line) for line in output.split()]
+
+    assert all(size >= 2**23 for size in mmapped_bytes("plain"))
+    assert mmapped_bytes("tuned") == [0, 0, 0]
+
+
+def test_cpu_workers_tune_malloc_when_the_model_loads(tiny_model, client):
+    from pipeline.inference import PLUGIN_NAME, ModelPlugin
+
+    client.register_plugin(ModelPlugin(tiny_model, device="cpu", torch_threads=1))
+    tuned = client.run(lambda dask_worker: dask_worker.plugins[PLUGIN_NAME].malloc_tuned)
+    assert len(tuned) == 2 and all(tuned.values())
