@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from catalogs.flags import documentation as flags_documentation
-from pipeline.config import CLUSTERS, DEVICES, SettingsError, resolve
+from pipeline.config import CLUSTERS, DEVICES, STAMP_COMPRESSIONS, SettingsError, resolve
 
 EPILOG = f"""
 outputs in --out:
@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="local: CPU workers; cuda: one dask-cuda worker per GPU; slurm: dask-jobqueue")
     compute.add_argument("--device", choices=DEVICES, help="where the model runs (default: auto)")
     compute.add_argument("--shard-size", type=int, metavar="N", help="objects per Zarr chunk and task (default: 512)")
+    compute.add_argument("--stamp-compression", choices=STAMP_COMPRESSIONS,
+                         help="codec of the stamps in cutouts.zarr (default: none; zstd saves ~8%% of the space of "
+                              "noise-dominated stamps at more than twice the cut stage's time)")
     compute.add_argument("--batch-size", type=int, metavar="N", help="stamps per forward pass (default: 32 on CPUs, 1024 on GPUs)")
     compute.add_argument("--tta", action="store_true", default=None,
                          help="test-time augmentation: average each stamp's probability over its 8 flips/rotations "

@@ -17,6 +17,7 @@ import yaml
 
 CLUSTERS = ("local", "cuda", "slurm")
 DEVICES = ("auto", "cpu", "cuda")
+STAMP_COMPRESSIONS = ("none", "zstd")
 
 
 def usable_cpus() -> int:
@@ -52,6 +53,9 @@ class Settings:
         cluster: ``local`` (CPU), ``cuda`` (one dask-cuda worker per GPU) or ``slurm`` (dask-jobqueue).
         device: where the model runs: ``auto`` picks CUDA when the worker has a GPU.
         shard_size: objects per Zarr chunk and per inference task.
+        stamp_compression: codec of the stamps in the cutout store: ``none`` (default) or
+            ``zstd``. Noise-dominated float32 stamps shrink by only ~8% with zstd, which
+            cost more than half of the cut stage's time (benchmarks/RESULTS.md).
         batch_size: stamps per forward pass; default 32 on CPUs, 1024 on GPUs (measured best on CPUs).
         tta: test-time augmentation: average each stamp's probability over its 8 dihedral orientations.
         target_prevalence: lens fraction assumed in the survey for the recalibrated ``p_survey`` column.
@@ -79,6 +83,7 @@ class Settings:
     cluster: str = "local"
     device: str = "auto"
     shard_size: int = 512
+    stamp_compression: str = "none"
     batch_size: int | None = None
     tta: bool = False
     target_prevalence: float = 1e-3
@@ -114,6 +119,9 @@ class Settings:
             raise SettingsError(f"--cluster must be one of {', '.join(CLUSTERS)}, not {self.cluster!r}")
         if self.device not in DEVICES:
             raise SettingsError(f"--device must be one of {', '.join(DEVICES)}, not {self.device!r}")
+        if self.stamp_compression not in STAMP_COMPRESSIONS:
+            raise SettingsError(f"--stamp-compression must be one of {', '.join(STAMP_COMPRESSIONS)}, "
+                                f"not {self.stamp_compression!r}")
         for name in ("shard_size", "demo_objects"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"--{name.replace('_', '-')} must be a positive integer")

@@ -140,7 +140,8 @@ def execute(prepared: PreparedRun, client: Client, log: Callable[[str], None] = 
         store.create_store(run_dir.store, plan.objects, bands, size_px, settings.shard_size,
                            attrs={"bands": bands, "stamp_size_px": size_px,
                                   "pixel_scale_arcsec": model_config.pixel_scale_arcsec,
-                                  "code_version": code_version()})
+                                  "code_version": code_version()},
+                           compression=settings.stamp_compression)
 
     client.register_plugin(ModelPlugin([str(path.resolve()) for _, path, _ in prepared.ensemble], settings.device,
                                        settings.resolved_threads(), tta=settings.tta))

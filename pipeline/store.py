@@ -21,10 +21,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 import zarr
+from zarr.codecs import ZstdCodec
 
 STAMPS = "stamps"
 FLAGS = "flags"
 COORDINATES = ("object_id", "ra", "dec", "tile", "x_px", "y_px")
+#: Stamp codecs by name (Zarr v3 ``compressors``).
+STAMP_CODECS = {"none": None, "zstd": (ZstdCodec(level=1),)}
 
 
 def create_store(
@@ -34,11 +37,16 @@ def create_store(
     size_px: int,
     shard_size: int,
     attrs: dict[str, Any] | None = None,
+    compression: str = "none",
 ) -> None:
     """Write the store's metadata and coordinates; the stamps are filled later, shard by shard.
 
     ``objects`` holds one row per cutout slot, in store order, with the COORDINATES columns.
+    ``compression`` is the stamps' codec: ``none`` or ``zstd`` (the flags and coordinates
+    keep Zarr's default, zstd).
     """
+    if compression not in STAMP_CODECS:
+        raise ValueError(f"compression must be one of {', '.join(STAMP_CODECS)}, not {compression!r}")
     n = len(objects)
     chunks_stamps = (shard_size, len(bands), size_px, size_px)
     coords: dict[str, Any] = {name: ("object", _zarr_friendly(objects[name].to_numpy())) for name in COORDINATES}
@@ -57,7 +65,7 @@ def create_store(
     template["ra"].attrs.update(units="deg")
     template["dec"].attrs.update(units="deg")
     encoding = {
-        STAMPS: {"chunks": chunks_stamps},
+        STAMPS: {"chunks": chunks_stamps, "compressors": STAMP_CODECS[compression]},
         FLAGS: {"chunks": (shard_size,)},
         # Coordinates are read whole by planners; a few large chunks keep that fast.
         **{name: {"chunks": (max(1, min(n, 1 << 20)),)} for name in COORDINATES},

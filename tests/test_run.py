@@ -14,7 +14,7 @@ import xarray as xr
 from catalogs.io import read_provenance
 from lensnet.checkpoint import load_model
 from pipeline import store
-from pipeline.config import Settings
+from pipeline.config import Settings, SettingsError
 from pipeline.inference import score_stamps
 from pipeline.resume import ResumeError
 from pipeline.run import run_with_client
@@ -163,3 +163,20 @@ def test_an_ensemble_scores_each_model_and_averages_their_probabilities(
     provenance = read_provenance(ensemble.candidates)
     assert [model["name"] for model in provenance["models"]] == ["tiny-test", "second"]
     assert provenance["catalogue"]["threshold"] == pytest.approx((0.5 + 0.7) / 2)
+
+
+def test_stamps_are_stored_uncompressed_by_default_and_zstd_on_request(first_run, tiny_survey, tiny_model, client,
+                                                                       tmp_path):
+    import zarr
+
+    assert zarr.open_group(str(first_run.store), mode="r")["stamps"].compressors == ()
+    result = run_with_client(settings_for(tiny_survey, tiny_model, tmp_path / "zstd", stamp_compression="zstd"),
+                             client, log=lambda _: None)
+    codecs = zarr.open_group(str(result.store), mode="r")["stamps"].compressors
+    assert [type(codec).__name__ for codec in codecs] == ["ZstdCodec"]
+    candidates = pd.read_parquet(first_run.candidates).sort_values("cutout_index")
+    np.testing.assert_array_equal(store.read_stamps(result.store, 0, len(candidates)),
+                                  store.read_stamps(first_run.store, 0, len(candidates)))
+    pd.testing.assert_frame_equal(pd.read_parquet(result.candidates), pd.read_parquet(first_run.candidates))
+    with pytest.raises(SettingsError, match="stamp-compression"):
+        settings_for(tiny_survey, tiny_model, tmp_path / "bad", stamp_compression="gzip")
