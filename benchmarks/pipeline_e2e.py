@@ -38,7 +38,7 @@ import torch
 from astropy.io import fits
 
 from benchmarks.common import REPO_ROOT, CpuWatch, log
-from pipeline.inference import ModelPlugin
+from pipeline.inference import DEFAULT_BATCH
 
 COPY_SHIFT_DEG = 0.5
 #: The environment before any LocalCluster started here (nannies leak theirs into it);
@@ -70,6 +70,34 @@ def mock_survey(directory: Path, n_objects: int) -> dict:
     log(f"  generated mock survey of {n_objects} objects in {seconds:.0f} s (not timed)")
     return {"image_pattern": survey.image_pattern, "catalog": str(survey.catalog_path), "objects": n_objects,
             "generation_s": seconds, "tiles": len(survey.tiles)}
+
+
+def survey_inputs(survey: dict, n: int) -> np.ndarray:
+    """The default model's normalised inputs for the first ``n`` planned objects of a survey.
+
+    Cut and normalised exactly as the pipeline does (plan, ``cut_stamps``, the model's
+    normalisation), so that the model benchmarks time the data the pipeline feeds the
+    model rather than random numbers (on this model the two ran at the same speed within
+    noise, but an activation with a data-dependent fast path would not).
+    """
+    from pipeline.cutouts import cut_stamps
+    from pipeline.images import read_image
+    from pipeline.inference import preprocess
+    from pipeline.run import prepare_run
+
+    prepared = prepare_run(make_settings(survey, Path(survey["catalog"]).parent / "unused-out", 1, 1),
+                           lambda message: None)
+    objects = prepared.plan.objects.iloc[:n]
+    size = prepared.model_config.stamp_size_px
+    stamps = np.empty((len(objects), len(prepared.bands), size, size), dtype=np.float32)
+    for tile_name, group in objects.groupby("tile", sort=False):
+        rows = objects.index.get_indexer(group.index)
+        tile = prepared.plan.tiles[tile_name]
+        for band_index, band in enumerate(prepared.bands):
+            stamps[rows, band_index] = cut_stamps(read_image(tile.paths[band]), group["x_px"].to_numpy(),
+                                                  group["y_px"].to_numpy(), size)[0]
+    inputs, _ = preprocess(stamps, prepared.model_config)
+    return inputs
 
 
 def replicate_survey(source: dict, directory: Path, copies: int) -> dict:
@@ -159,23 +187,6 @@ class MemorySampler(threading.Thread):
         return {"samples": len(self.samples), "errors": self.errors, "peak_sampled": peaks}
 
 
-# ----------------------------------------------------------------------------- a tuned plugin
-
-class ChannelsLastPlugin(ModelPlugin):
-    """``ModelPlugin`` with the change recommended in RESULTS.md: CPU models in channels_last.
-
-    Registered under the same name as the pipeline's plugin, so its tasks use it
-    unchanged; the NCHW input batches are converted by the first convolution.
-    """
-
-    def setup(self, worker=None) -> None:
-        super().setup(worker)
-        loaded_models = self.loaded if isinstance(self.loaded, list) else [self.loaded]
-        for loaded in loaded_models:
-            if next(loaded.module.parameters()).device.type == "cpu":
-                loaded.module.to(memory_format=torch.channels_last)
-
-
 # ----------------------------------------------------------------------------- timing a run
 
 class _Timed:
@@ -212,20 +223,13 @@ class _Timed:
 
 
 @contextlib.contextmanager
-def instrumented(client, channels_last: bool = False):
-    """Time create_store, plugin registration, the task graph, the report and the merge.
-
-    With ``channels_last`` the run registers :class:`ChannelsLastPlugin` instead of
-    the pipeline's ``ModelPlugin`` (same name, so the tasks find it).
-    """
+def instrumented(client):
+    """Time create_store, plugin registration, the task graph, the report and the merge."""
     import pipeline.run as run_module
     from pipeline import store
 
     timer = _Timed()
-    saved = (store.create_store, run_module.merge_outputs, run_module.performance_report, client.register_plugin,
-             run_module.ModelPlugin)
-    if channels_last:
-        run_module.ModelPlugin = ChannelsLastPlugin
+    saved = (store.create_store, run_module.merge_outputs, run_module.performance_report)
     store.create_store = timer.wrap("create zarr store", store.create_store)
     run_module.merge_outputs = timer.wrap("merge (catalogue, Parquet)", run_module.merge_outputs)
     run_module.performance_report = timer.report_context(run_module.performance_report)
@@ -233,8 +237,7 @@ def instrumented(client, channels_last: bool = False):
     try:
         yield timer
     finally:
-        store.create_store, run_module.merge_outputs, run_module.performance_report = saved[:3]
-        run_module.ModelPlugin = saved[4]
+        store.create_store, run_module.merge_outputs, run_module.performance_report = saved
         del client.register_plugin
 
 
@@ -247,7 +250,7 @@ def make_settings(survey: dict, out: Path, workers: int, threads: int, device: s
 
 
 def timed_run(client, survey: dict, out: Path, workers: int, threads: int, label: str, device: str = "cpu",
-              batch_size: int = 256, channels_last: bool = False) -> dict:
+              batch_size: int | None = None) -> dict:
     """One ``prepare_run`` + ``execute`` on ``client``, with its phases, task times and memory."""
     from distributed import get_task_stream
 
@@ -265,7 +268,7 @@ def timed_run(client, survey: dict, out: Path, workers: int, threads: int, label
     started = time.perf_counter()
     prepared = prepare_run(settings, quiet)
     prepared_at = time.perf_counter()
-    with instrumented(client, channels_last) as timer, get_task_stream(client) as stream:
+    with instrumented(client) as timer, get_task_stream(client) as stream:
         result = execute(prepared, client, quiet)
     finished = time.perf_counter()
     memory = sampler.stop()
@@ -287,7 +290,7 @@ def timed_run(client, survey: dict, out: Path, workers: int, threads: int, label
     run = {
         "label": label, "objects": survey["objects"], "scored": scored, "failed": result.summary["failed"],
         "workers": workers, "torch_threads_per_worker": threads, "shards": result.summary["shards"],
-        "shard_size": settings.shard_size, "batch_size": settings.batch_size, "channels_last": channels_last,
+        "shard_size": settings.shard_size, "batch_size": settings.batch_size or DEFAULT_BATCH[device],
         "prepare_s": prepared_at - started, "execute_s": execute_s, "total_s": finished - started,
         "objects_per_s_execute": scored / execute_s,
         "objects_per_s_prepare_execute": scored / (finished - started),
@@ -308,48 +311,62 @@ def timed_run(client, survey: dict, out: Path, workers: int, threads: int, label
 
 # ----------------------------------------------------------------------------- bare forward
 
-def bare_forward(store_path: Path, candidates: Path, setups: dict[str, dict], rounds: int, max_images: int,
-                 device: str = "cpu") -> dict:
+class BareForward:
     """Forward-only throughput on a run's own stamps (normalised beforehand, not timed).
 
-    ``setups`` maps a label to ``{"threads", "batch", "channels_last"}``; all are timed
-    interleaved, best of ``rounds``, through ``pipeline.inference.forward_logits``.
+    ``setups`` maps a label to ``{"threads", "batch"}``. Each call of
+    :meth:`one_round` times one pass of every setup through
+    ``pipeline.inference.forward_logits``; :meth:`result` reports the best pass of each,
+    so the bare passes can be interleaved with the end-to-end runs they are compared to.
     """
-    import copy
-    import dataclasses
 
-    from benchmarks.common import TIMING_KEYS, round_robin
-    from lensnet.checkpoint import load_model
-    from pipeline import store
-    from pipeline.inference import forward_logits, preprocess
+    def __init__(self, store_path: Path, candidates: Path, setups: dict[str, dict], max_images: int,
+                 device: str = "cpu"):
+        from lensnet.checkpoint import load_model
+        from pipeline import store
+        from pipeline.inference import preprocess
 
-    scored = np.sort(pd.read_parquet(candidates, columns=["cutout_index"])["cutout_index"].to_numpy())
-    stamps = store.read_stamps(store_path, 0, int(scored.max()) + 1)[scored][:max_images]
-    loaded = load_model("default", device=device)
-    started = time.perf_counter()
-    inputs, _ = preprocess(stamps, loaded.config)
-    preprocess_s = time.perf_counter() - started
-    tensor = torch.from_numpy(inputs).to(device)
-    # As ChannelsLastPlugin does: the model in channels_last, the batches as the pipeline makes them.
-    loaded_cl = dataclasses.replace(loaded, module=copy.deepcopy(loaded.module).to(memory_format=torch.channels_last))
+        scored = np.sort(pd.read_parquet(candidates, columns=["cutout_index"])["cutout_index"].to_numpy())
+        stamps = store.read_stamps(store_path, 0, int(scored.max()) + 1)[scored][:max_images]
+        self.loaded = load_model("default", device=device)
+        started = time.perf_counter()
+        self.inputs, _ = preprocess(stamps, self.loaded.config)
+        self.preprocess_rate = len(stamps) / (time.perf_counter() - started)
+        if device != "cpu":  # untested here: inputs resident on the device
+            self.inputs = torch.from_numpy(self.inputs).to(device)
+        # As the pipeline's ModelPlugin does: the model in channels_last (forward_logits
+        # converts each batch).
+        self.loaded.module.to(memory_format=torch.channels_last)
+        self.setups, self.device = setups, device
+        self.seconds: dict[str, list[float]] = {label: [] for label in setups}
+        self.watch = None
+        for label in setups:  # warm-up
+            self._pass(label)
 
-    def forward(setup: dict):
-        def run():
-            torch.set_num_threads(setup["threads"])
-            if setup["channels_last"]:
-                forward_logits(loaded_cl, inputs if device == "cpu" else tensor, setup["batch"])
-            else:
-                forward_logits(loaded, inputs if device == "cpu" else tensor, setup["batch"])
-        return run
+    def _pass(self, label: str) -> float:
+        from pipeline.inference import forward_logits
 
-    sync = torch.cuda.synchronize if device == "cuda" else None
-    timings = round_robin({label: forward(setup) for label, setup in setups.items()}, rounds, warmup=1,
-                          synchronize=sync)
-    return {"images": len(inputs), "device": device,
-            "preprocess_images_per_s_one_thread": len(stamps) / preprocess_s,
-            "setups": {label: {**setup, "images_per_s": len(inputs) / timings[label]["best_s"],
-                               **{k: timings[label][k] for k in TIMING_KEYS if k in timings[label]}}
-                       for label, setup in setups.items()}}
+        setup = self.setups[label]
+        torch.set_num_threads(setup["threads"])
+        started = time.perf_counter()
+        forward_logits(self.loaded, self.inputs, setup["batch"])
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - started
+
+    def one_round(self) -> None:
+        self.watch = self.watch or CpuWatch()
+        for label in self.setups:
+            self.seconds[label].append(self._pass(label))
+
+    def result(self) -> dict:
+        watched = self.watch.stop() if self.watch else {}
+        return {"images": len(self.inputs), "device": self.device,
+                "preprocess_images_per_s_one_thread": self.preprocess_rate,
+                "setups": {label: {**setup, "images_per_s": len(self.inputs) / min(self.seconds[label]),
+                                   "best_s": min(self.seconds[label]), "repeats": len(self.seconds[label]),
+                                   "all_s": [round(x, 4) for x in self.seconds[label]], **watched}
+                           for label, setup in self.setups.items()}}
 
 
 # ----------------------------------------------------------------------------- command line
@@ -375,33 +392,18 @@ def cli_run(survey: dict, out: Path, extra: list[str] | None = None) -> dict:
 
 # ----------------------------------------------------------------------------- the benchmark
 
-#: Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536 (distributed.yaml). Setting
-#: a glibc malloc threshold turns off glibc's dynamic mmap threshold, so every tensor above
-#: 128 KiB is mmap'ed and unmapped again, and the heap is trimmed back after every batch:
-#: page faults and zeroing for every activation of every forward pass. The "+malloc"
-#: configs start the workers with thresholds that keep activations on the heap instead.
-MALLOC_ENVIRONMENT = {"MALLOC_TRIM_THRESHOLD_": str(256 * 2**20), "MALLOC_MMAP_THRESHOLD_": str(32 * 2**20),
-                      "MALLOC_ARENA_MAX": "1"}
-
-
-def _cluster(workers: int, tuned_malloc: bool = False):
+def _cluster(workers: int, tune_malloc: bool = True):
+    """A LocalCluster as ``pipeline.cluster`` starts one for ``--cluster local`` (one Dask
+    thread per worker process); ``tune_malloc=False`` turns the workers' malloc tuning
+    off (``pipeline.inference.keep_activations_on_the_heap``) for the ablation."""
     import dask
     from distributed import Client, LocalCluster
 
-    overrides = ({f"distributed.nanny.pre-spawn-environ.{key}": value for key, value in MALLOC_ENVIRONMENT.items()}
-                 if tuned_malloc else {})
-    # A nanny copies its pre-spawn environment into os.environ of the process that hosts it
-    # (here: this one) before spawning, and os.environ wins over the configuration: clear
-    # what an earlier cluster left there, and restore it afterwards.
-    saved = {key: os.environ.pop(key) for key in MALLOC_ENVIRONMENT if key in os.environ}
-    try:
-        with dask.config.set(overrides):
-            # As pipeline.cluster does for --cluster local: one Dask thread per worker process.
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
-    finally:
-        for key in MALLOC_ENVIRONMENT:
-            os.environ.pop(key, None)
-        os.environ.update(saved)
+    from pipeline.inference import TUNE_MALLOC_KEY
+
+    # The nanny hands the configuration current at its start to its worker process.
+    with dask.config.set({TUNE_MALLOC_KEY: tune_malloc}):
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
     return cluster, Client(cluster)
 
 
@@ -420,83 +422,115 @@ def worker_forward(batch: int, images: int = 512, repeats: int = 2) -> dict:
         forward_logits(loaded, inputs, batch)
         best = min(best, time.perf_counter() - started)
     return {"images_per_s": images / best, "torch_threads": torch.get_num_threads(),
-            "malloc_environment": {key: os.environ.get(key) for key in MALLOC_ENVIRONMENT}}
+            "malloc_tuned": plugin.malloc_tuned}
 
 
-def configs_for(total_threads: int, tuned: dict | None, quick: bool = False) -> dict[str, dict]:
-    """The LocalCluster configurations compared (see RESULTS.md):
+def configs_for(total_threads: int, quick: bool = False) -> dict[str, dict]:
+    """The LocalCluster configurations compared, all with the pipeline's own defaults (batch
+    ``DEFAULT_BATCH["cpu"]``, channels_last, malloc tuned by the model plugin):
 
-    A: 1 worker x all threads, the pipeline's settings (batch 256, NCHW, Dask's malloc env);
-    A+malloc: A with malloc thresholds that keep activations on the heap (MALLOC_ENVIRONMENT);
-    A-tuned: A with the default-model section's best batch size and memory format;
-    A-tuned+malloc: both;
-    B: one single-threaded worker per core, the pipeline's settings (the CLI's default here).
+    A: 1 worker x all threads;
+    B-untuned: B with the workers' malloc left as Dask's nanny sets it (ablation);
+    B: one single-threaded worker per core, the command line's default (scaled to 4x).
     """
-    base = {"workers": 1, "threads": total_threads, "batch": 256, "channels_last": False, "malloc": False,
-            "warm_runs": 0 if quick else 2}
+    base = {"workers": 1, "threads": total_threads, "batch": DEFAULT_BATCH["cpu"], "tune_malloc": True}
     configs = {"A": dict(base)}
-    if tuned and not quick:
-        configs["A+malloc"] = {**base, "malloc": True, "warm_runs": 1}
-        configs["A-tuned"] = {**base, "batch": tuned["batch"], "channels_last": tuned["channels_last"]}
-        configs["A-tuned+malloc"] = {**configs["A-tuned"], "malloc": True}
     if total_threads > 1:
+        if not quick:
+            configs["B-untuned"] = {**base, "workers": total_threads, "threads": 1, "tune_malloc": False}
         configs["B"] = {**base, "workers": total_threads, "threads": 1}
     for config in configs.values():
         config["label"] = (f"{config['workers']} worker(s) x {config['threads']} torch thread(s), batch "
-                           f"{config['batch']}{', channels_last' if config['channels_last'] else ''}"
-                           f"{', malloc thresholds 32/256 MiB' if config['malloc'] else ''}")
+                           f"{config['batch']}{'' if config['tune_malloc'] else ', malloc not tuned'}")
     return configs
 
 
-def _bare_key(threads: int, batch: int, channels_last: bool) -> str:
-    return f"{threads} thread(s), batch {batch}{', channels_last' if channels_last else ''}"
+def _bare_key(threads: int, batch: int) -> str:
+    return f"{threads} thread(s), batch {batch}"
 
 
-def measure(scratch: Path, objects: int, quick: bool, total_threads: int, tuned: dict | None = None) -> dict:
-    """Configs of :func:`configs_for` on the 1x survey, the 4x survey on the last, bare forward, CLI."""
+def measure(scratch: Path, objects: int, quick: bool, total_threads: int) -> dict:
+    """The configs of :func:`configs_for` on the 1x survey, run round-robin on clusters that
+    are all up at once (A B C A B C ...), with one pass of every bare-forward setup after
+    each round; then the 4x survey on the last config, the forward alone inside each
+    config's worker, and the command line."""
     survey = mock_survey(scratch / f"mock-{objects}", objects)
     result: dict[str, Any] = {"survey_1x": survey, "configs": {}}
-    configs = configs_for(total_threads, tuned, quick)
-    last_out = None
-    for name, spec in configs.items():
-        log(f" config {name}: {spec['label']}")
-        cluster, client = _cluster(spec["workers"], spec["malloc"])
-        try:
-            with cluster, client:
-                client.wait_for_workers(spec["workers"])
-                runs = []
-                for index in range(1 + spec["warm_runs"]):
-                    run_label = f"{name} 1x {'cold' if index == 0 else f'warm {index}'}"
-                    runs.append(timed_run(client, survey, scratch / f"run-{name}-1x-{index}", spec["workers"],
-                                          spec["threads"], run_label, batch_size=spec["batch"],
-                                          channels_last=spec["channels_last"]))
-                config = {**spec, "runs_1x": runs}
-                if name == list(configs)[-1]:  # scaling on the config the CLI uses by default
-                    big = replicate_survey(survey, scratch / f"mock-{objects}-x4", 4)
-                    result["survey_4x"] = big
-                    config["runs_4x"] = [timed_run(client, big, scratch / f"run-{name}-4x", spec["workers"],
-                                                   spec["threads"], f"{name} 4x warm", batch_size=spec["batch"],
-                                                   channels_last=spec["channels_last"])]
-                # The forward alone inside one worker, with the model the runs used.
+    configs = configs_for(total_threads, quick)
+    rounds = 1 + (0 if quick else 2)
+    setups = {}
+    for spec in configs.values():
+        for threads in {spec["workers"] * spec["threads"], spec["threads"]}:
+            setups[_bare_key(threads, spec["batch"])] = {"threads": threads, "batch": spec["batch"]}
+    with contextlib.ExitStack() as stack:
+        clients = {}
+        for name, spec in configs.items():
+            log(f" starting config {name}: {spec['label']}")
+            cluster, client = _cluster(spec["workers"], spec["tune_malloc"])
+            stack.enter_context(cluster)
+            stack.enter_context(client)
+            client.wait_for_workers(spec["workers"])
+            clients[name] = client
+            result["configs"][name] = {**spec, "runs_1x": []}
+        bare = None
+        for index in range(rounds):
+            for name, spec in configs.items():
+                config = result["configs"][name]
+                if "error" in config:
+                    continue
+                label = f"{name} 1x {'cold' if index == 0 else f'warm {index}'}"
+                try:
+                    config["runs_1x"].append(timed_run(clients[name], survey, scratch / f"run-{name}-1x-{index}",
+                                                       spec["workers"], spec["threads"], label,
+                                                       batch_size=spec["batch"]))
+                except Exception as error:  # keep the other configs' results
+                    config["error"] = f"{type(error).__name__}: {error}"
+                    log(f"  config {name} failed: {error}")
+            if bare is None:
+                done = next((c["runs_1x"][0]["out"] for c in result["configs"].values() if c["runs_1x"]), None)
+                if done is None:
+                    break
+                bare = BareForward(Path(done) / "cutouts.zarr", Path(done) / "candidates.parquet", setups,
+                                   max_images=256 if quick else 768)
+                torch.set_num_threads(total_threads)
+            bare.one_round()
+            if quick:
+                bare.one_round()
+            log("  bare forward: " + ", ".join(f"{label}: {len(bare.inputs) / min(times):.1f} img/s"
+                                               for label, times in bare.seconds.items()))
+        if bare is not None:
+            result["bare_forward"] = bare.result()
+        last = list(configs)[-1]  # scaling on the config the CLI uses by default
+        if "error" not in result["configs"][last]:
+            spec = configs[last]
+            big = replicate_survey(survey, scratch / f"mock-{objects}-x4", 4)
+            result["survey_4x"] = big
+            result["configs"][last]["runs_4x"] = [
+                timed_run(clients[last], big, scratch / f"run-{last}-4x", spec["workers"], spec["threads"],
+                          f"{last} 4x warm", batch_size=spec["batch"])]
+        # The forward alone inside the workers of each config, all workers at once (so that
+        # they share the cores and memory bandwidth as in a run), with the model the runs
+        # used; configs interleaved, best of 2.
+        for _ in range(1 if quick else 2):
+            for name, spec in configs.items():
+                config = result["configs"][name]
+                if "error" in config:
+                    continue
                 watch = CpuWatch()
-                config["worker_forward"] = {**client.submit(worker_forward, spec["batch"], 256 if quick else 512,
-                                                            pure=False).result(), **watch.stop()}
-                log(f"  [{name}] forward alone inside a worker: "
+                addresses = sorted(clients[name].scheduler_info()["workers"])
+                futures = [clients[name].submit(worker_forward, spec["batch"], 256 if quick else 512, pure=False,
+                                                workers=[address], allow_other_workers=False)
+                           for address in addresses]
+                per_worker = clients[name].gather(futures)
+                measured = {"images_per_s": sum(item["images_per_s"] for item in per_worker),
+                            "per_worker": per_worker, **watch.stop()}
+                if measured["images_per_s"] > config.get("worker_forward", {}).get("images_per_s", 0):
+                    config["worker_forward"] = measured
+        for name, config in result["configs"].items():
+            if "worker_forward" in config:
+                log(f"  [{name}] forward alone in all its workers at once: "
                     f"{config['worker_forward']['images_per_s']:.1f} img/s")
-                result["configs"][name] = config
-                last_out = Path(runs[-1]["out"])
-        except Exception as error:  # keep the other configs' results
-            result["configs"][name] = {**spec, "error": f"{type(error).__name__}: {error}"}
-            log(f"  config {name} failed: {error}")
-    if last_out is not None:
-        log(" bare forward on the run's own stamps")
-        setups = {}
-        for spec in configs.values():
-            for threads in {spec["workers"] * spec["threads"], spec["threads"]}:
-                setups[_bare_key(threads, spec["batch"], spec["channels_last"])] = {
-                    "threads": threads, "batch": spec["batch"], "channels_last": spec["channels_last"]}
-        result["bare_forward"] = bare_forward(last_out / "cutouts.zarr", last_out / "candidates.parquet", setups,
-                                              rounds=2 if quick else 3, max_images=256 if quick else 768)
+        torch.set_num_threads(total_threads)
     log(" command line (run_survey.py, default workers and threads)")
     result["cli_default"] = cli_run(survey, scratch / "run-cli")
     return result
@@ -512,9 +546,12 @@ def measure_cuda(scratch: Path, survey: dict) -> dict:
                           batch_size=1024) for i in range(2)]
     out["runs"] = runs
     last = Path(runs[-1]["out"])
-    out["bare_forward"] = bare_forward(last / "cutouts.zarr", last / "candidates.parquet",
-                                       {"cuda, batch 1024": {"threads": 1, "batch": 1024, "channels_last": False}},
-                                       rounds=3, max_images=4096, device="cuda")
+    bare = BareForward(last / "cutouts.zarr", last / "candidates.parquet",
+                       {"cuda, batch 1024": {"threads": 1, "batch": 1024}},
+                       max_images=4096, device="cuda")
+    for _ in range(3):
+        bare.one_round()
+    out["bare_forward"] = bare.result()
     return out
 
 
@@ -529,16 +566,19 @@ def summarise(result: dict) -> dict:
         best = max(warm, key=lambda run: run["objects_per_s_execute"])
         cold = config["runs_1x"][0]
         total = config["workers"] * config["threads"]
-        reference = bare.get(_bare_key(total, config["batch"], config["channels_last"]), {}).get("images_per_s")
+        in_workers = config.get("worker_forward", {}).get("images_per_s")
+        reference = max(filter(None, [bare.get(_bare_key(total, config["batch"]), {}).get("images_per_s"),
+                                      in_workers]), default=None)
         entry = {
             "label": config["label"],
-            "worker_forward_images_per_s": config.get("worker_forward", {}).get("images_per_s"),
-            "bare_forward_per_worker_threads": bare.get(_bare_key(config["threads"], config["batch"],
-                                                                  config["channels_last"]), {}).get("images_per_s"),
+            "bare_forward_per_worker_threads": bare.get(_bare_key(config["threads"], config["batch"]),
+                                                        {}).get("images_per_s"),
             "execute_objects_per_s_best_warm": best["objects_per_s_execute"],
             "prepare_execute_objects_per_s_best_warm": best["objects_per_s_prepare_execute"],
             "execute_objects_per_s_cold": cold["objects_per_s_execute"],
-            "bare_forward_same_settings": reference,
+            "bare_forward_same_settings": bare.get(_bare_key(total, config["batch"]), {}).get("images_per_s"),
+            "bare_forward_in_all_workers_at_once": in_workers,
+            "bare_forward_best_same_cores": reference,
             "ratio_execute_vs_bare": best["objects_per_s_execute"] / reference if reference else None,
             "ratio_prepare_execute_vs_bare": best["objects_per_s_prepare_execute"] / reference if reference else None,
             "best_run": best["label"],
@@ -547,7 +587,7 @@ def summarise(result: dict) -> dict:
             entry["overhead_breakdown_s"] = _breakdown(best, config["workers"], reference,
                                                        result["bare_forward"]["preprocess_images_per_s_one_thread"])
         if config["workers"] > 1:
-            one = bare.get(_bare_key(config["threads"], config["batch"], config["channels_last"]), {})
+            one = bare.get(_bare_key(config["threads"], config["batch"]), {})
             if one:
                 entry["bare_forward_workers_x_single_process"] = config["workers"] * one["images_per_s"]
                 entry["ratio_execute_vs_workers_x_bare"] = (best["objects_per_s_execute"]
@@ -558,6 +598,8 @@ def summarise(result: dict) -> dict:
                 "objects_1x": best["scored"], "objects_4x": big["scored"],
                 "execute_s_1x": best["execute_s"], "execute_s_4x": big["execute_s"],
                 "time_ratio_4x_over_1x": big["execute_s"] / best["execute_s"],
+                "execute_objects_per_s_4x": big["objects_per_s_execute"],
+                "ratio_execute_4x_vs_bare": big["objects_per_s_execute"] / reference if reference else None,
                 "peak_worker_hwm_mib_1x": _peak(best, "hwm"), "peak_worker_hwm_mib_4x": _peak(big, "hwm"),
                 "peak_worker_anon_mib_1x": _peak(best, "RssAnon"), "peak_worker_anon_mib_4x": _peak(big, "RssAnon"),
                 "peak_worker_rss_sampled_mib_1x": _peak(best, "VmRSS"),
@@ -568,8 +610,8 @@ def summarise(result: dict) -> dict:
         summary[name] = entry
     cli = result.get("cli_default", {})
     if "wall_s" in cli:
-        reference = bare.get(_bare_key(max(c["workers"] * c["threads"] for c in result["configs"].values()), 256,
-                                       False), {}).get("images_per_s")
+        reference = max((entry["bare_forward_best_same_cores"] for entry in summary.values()
+                         if entry.get("bare_forward_best_same_cores")), default=None)
         summary["cli"] = {"wall_s": cli["wall_s"], "objects_per_s_wall": cli["objects_per_s_wall"],
                           "execute_s_from_summary": cli["execute_s_from_summary"],
                           "ratio_wall_vs_bare": cli["objects_per_s_wall"] / reference if reference else None}
@@ -586,7 +628,7 @@ def _breakdown(run: dict, workers: int, bare_rate: float, preprocess_rate: float
     normalise = scored / preprocess_rate / workers
     parts = {
         "bare forward (same settings, same total threads)": bare_s,
-        "normalisation (estimated, NumPy, 1 thread)": normalise,
+        "normalisation (estimated, 1 thread)": normalise,
         "score tasks, rest (Zarr read, Parquet write, forward slower than bare)": score - normalise - bare_s,
         "cut tasks": cut,
         "idle/scheduling inside the task graph": wall - cut - score,

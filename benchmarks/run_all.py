@@ -101,34 +101,53 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     thread_counts = sorted({1, args.threads})
 
-    peak_flops = {args.threads: None}
-    if "peak" in args.sections or "models" in args.sections or "default" in args.sections:
-        peaks = run_section("peak", results, peak.measure, thread_counts, args.quick)
-        peak_flops = {int(t): row["matmul_fp32"]["flops_per_s"] for t, row in peaks["cpu"].items()}
-    torch.set_num_threads(args.threads)
+    scratch_context = tempfile.TemporaryDirectory(prefix="bench-") if args.scratch is None else None
+    scratch = Path(scratch_context.name) if scratch_context else args.scratch
+    scratch.mkdir(parents=True, exist_ok=True)
+    survey = None
+    if "default" in args.sections or "e2e" in args.sections:
+        log("== mock survey (generation not timed)")
+        survey = pipeline_e2e.mock_survey(scratch / f"mock-{objects}", objects)
+    peak_flops: dict[int, float] = {}
+
+    def measure_peak(label: str) -> None:
+        # The peak is measured before, between and after the model sections and the best is
+        # the roofline: a burst of other jobs during one measurement must not lower it.
+        peaks = run_section(label, results, peak.measure, thread_counts, args.quick)
+        if "cpu" in peaks:
+            for threads, row in peaks["cpu"].items():
+                peak_flops[int(threads)] = max(peak_flops.get(int(threads), 0.0), row["matmul_fp32"]["flops_per_s"])
+        torch.set_num_threads(args.threads)
+
+    model_sections = "models" in args.sections or "default" in args.sections
+    if "peak" in args.sections or model_sections:
+        measure_peak("peak")
     if "models" in args.sections:
         run_section("models", results, forward.all_models, 3, size["models_batch"], size["models_repeats"],
                     peak_flops[args.threads])
+        measure_peak("peak_after_models")
     if "default" in args.sections:
+        try:
+            inputs = pipeline_e2e.survey_inputs(survey, 128 if args.quick else 512)
+        except Exception as error:  # fall back to random inputs, and say so in the results
+            log(f"  no survey stamps for the default model ({error}); random inputs")
+            inputs = None
         run_section("default_model", results, forward.default_model_variants, args.threads, peak_flops, args.quick,
-                    compile_model=not (args.quick or args.no_compile))
+                    compile_model=not (args.quick or args.no_compile), inputs=inputs)
         torch.set_num_threads(args.threads)
+        measure_peak("peak_after_default_model")
+    if peak_flops:
+        results["roofline_flops_per_s"] = {str(t): v for t, v in peak_flops.items()}
+        apply_roofline(results, peak_flops)
     if torch.cuda.is_available() and "default" in args.sections:  # untested on the CPU development machine
         run_section("default_model_cuda", results, forward.cuda_forward)
     if "cutouts" in args.sections:
         run_section("cutouts", results, cutouts.measure, **size["cutouts"])
 
-    scratch_context = tempfile.TemporaryDirectory(prefix="bench-") if args.scratch is None else None
-    scratch = Path(scratch_context.name) if scratch_context else args.scratch
-    scratch.mkdir(parents=True, exist_ok=True)
     try:
         if "e2e" in args.sections:
             choices = results.get("default_model", {}).get("choices", {})
-            tuned = ({"batch": choices["best"]["batch"], "channels_last": choices["best"]["channels_last"],
-                      "source": "default-model section of this run"} if "best" in choices
-                     else {"batch": 32, "channels_last": True, "source": "fixed (default-model section not run)"})
-            results["e2e_tuned_settings"] = tuned
-            e2e = run_section("e2e", results, pipeline_e2e.measure, scratch, objects, args.quick, args.threads, tuned)
+            e2e = run_section("e2e", results, pipeline_e2e.measure, scratch, objects, args.quick, args.threads)
             if "configs" in e2e:
                 results["e2e_summary"] = pipeline_e2e.summarise(e2e)
                 if torch.cuda.is_available():  # untested on the CPU development machine
@@ -153,6 +172,24 @@ def main(argv: list[str] | None = None) -> int:
 
 # ----------------------------------------------------------------------------- verdicts and tables
 
+def apply_roofline(results: dict, peak_flops: dict[int, float]) -> None:
+    """Recompute every roofline fraction against the best matmul peak of the whole run."""
+    for row in results.get("models") or []:
+        if isinstance(row, dict) and "achieved_flops_per_s" in row:
+            row["roofline_fraction"] = row["achieved_flops_per_s"] / peak_flops[results["threads"]]
+    default = results.get("default_model", {})
+    for trial in default.get("trials", []):
+        trial["roofline_fraction"] = default["choices"]["flops_per_image"] * trial["images_per_s"] / peak_flops[
+            trial["threads"]]
+    threads_compare = default.get("choices", {}).get("threads_compare")
+    if threads_compare:
+        for key in list(threads_compare):
+            if key.startswith("roofline_fraction_"):
+                threads = int(key.rsplit("_", 1)[1])
+                rate = threads_compare[str(threads)]
+                threads_compare[key] = default["choices"]["flops_per_image"] * rate / peak_flops[threads]
+
+
 def verdicts(results: dict) -> dict:
     out = {}
     default = results.get("default_model", {})
@@ -168,14 +205,22 @@ def verdicts(results: dict) -> dict:
             "met_by_best_variant": best["roofline_fraction"] >= TARGETS["default_model_roofline_fraction"],
         }
     summary = results.get("e2e_summary", {})
-    if "A" in summary and summary["A"].get("ratio_execute_vs_bare") is not None:
-        ratio = summary["A"]["ratio_execute_vs_bare"]
+    ratios = {name: entry["ratio_execute_vs_bare"] for name, entry in summary.items()
+              if isinstance(entry, dict) and entry.get("ratio_execute_vs_bare") is not None}
+    if ratios:
+        # The verdict is the command line's default layout (the config scaled to 4x) on the
+        # 4x survey, where a run's fixed costs (store, report, merge: ~1.5 s) are amortised
+        # as they are over a survey; the 1x ratios are reported beside it.
+        default = next((name for name, entry in summary.items() if isinstance(entry, dict) and "scaling" in entry),
+                       None)
+        ratio_4x = summary[default]["scaling"].get("ratio_execute_4x_vs_bare") if default else None
+        headline = ratio_4x if ratio_4x is not None else ratios.get(default or "A", max(ratios.values()))
         out["pipeline_overhead"] = {
-            "target": f"end to end >= {TARGETS['pipeline_ratio_vs_bare_forward']} x bare forward",
-            "ratio_config_A": ratio,
-            "ratio_config_A_tuned": summary.get("A-tuned", {}).get("ratio_execute_vs_bare"),
-            "ratio_config_B": summary.get("B", {}).get("ratio_execute_vs_bare"),
-            "met": ratio >= TARGETS["pipeline_ratio_vs_bare_forward"],
+            "target": f"end to end >= {TARGETS['pipeline_ratio_vs_bare_forward']} x the best bare forward on the "
+                      "same cores (same stamps, batch and memory format)",
+            **{f"ratio_{name}_1x": ratio for name, ratio in ratios.items()},
+            **({f"ratio_{default}_4x": ratio_4x} if ratio_4x is not None else {}),
+            "met": headline >= TARGETS["pipeline_ratio_vs_bare_forward"],
         }
     cut = results.get("cutouts", {})
     if "speed_up" in cut:
@@ -197,11 +242,14 @@ def _load(entry: dict) -> str:
     return f"{before[0] if before else '?'} → {after[0] if after else '?'}"
 
 
-def _others(entry: dict):
-    return entry.get("other_cores")
+def _peak_mib(run: dict):
+    values = [v for v in run["memory"]["peak_hwm_per_worker"].values() if v]
+    return round(max(values) / 2**20) if values else None
 
 
 def tables(results: dict) -> str:
+    from pipeline.inference import DEFAULT_BATCH
+
     parts = []
     machine = results["machine"]
     parts.append(f"Machine: {machine['cpu_model']}, {machine['usable_cpus']} usable CPUs "
@@ -212,35 +260,46 @@ def tables(results: dict) -> str:
                  f"{' (QUICK: small sizes, not for quoting)' if results['quick'] else ''}.")
     peaks = results.get("peak", {})
     if "cpu" in peaks:
-        rows = [[threads, fmt(row["matmul_fp32"]["flops_per_s"] / 1e9), fmt(row["copy_bandwidth"]["bytes_per_s"] / 1e9),
-                 _load(row["matmul_fp32"])] for threads, row in peaks["cpu"].items()]
+        rows = []
+        for label in ("peak", "peak_after_models", "peak_after_default_model"):
+            for threads, row in results.get(label, {}).get("cpu", {}).items():
+                rows.append([f"{threads} ({label.replace('_', ' ')})", fmt(row["matmul_fp32"]["flops_per_s"] / 1e9),
+                             fmt(row["copy_bandwidth"]["bytes_per_s"] / 1e9), _load(row["matmul_fp32"]),
+                             row["matmul_fp32"].get("other_cores")])
         for key in ("matmul_fp32", "matmul_bf16"):
             if key in peaks.get("cuda", {}):
                 rows.append([f"cuda {key}", fmt(peaks["cuda"][key]["flops_per_s"] / 1e9),
                              fmt(peaks["cuda"]["copy_bandwidth"]["bytes_per_s"] / 1e9), _load(peaks["cuda"][key])])
-        parts.append("### 1. Machine peak (best of repeats)\n\n" + markdown_table(
-            ["torch threads", "fp32 matmul 2048² GFLOP/s", "copy bandwidth GB/s (read+write)", "load 1-min"], rows))
+        roofline = results.get("roofline_flops_per_s", {})
+        parts.append("### 1. Machine peak (best of repeats, measured three times; the best is the roofline)\n\n"
+                     + markdown_table(["torch threads", "fp32 matmul 2048² GFLOP/s", "copy bandwidth GB/s (read+write)",
+                                       "load 1-min", "other jobs (cores)"], rows)
+                     + "\n\nRoofline used: " + ", ".join(f"{t} thread(s) {v / 1e9:.1f} GFLOP/s"
+                                                         for t, v in roofline.items()) + ".")
     models = results.get("models")
     if isinstance(models, list):
         rows = [[m["name"], " + ".join(f"{s}²" for s in m["input_size_px"]), f"{m['parameters']:,}",
                  f"{m['flops_per_image'] / 1e9:.3f}", fmt(m["images_per_s"]), f"{m['achieved_flops_per_s'] / 1e9:.1f}",
-                 f"{100 * m['roofline_fraction']:.1f}%", _load(m)] for m in models]
+                 f"{100 * m['roofline_fraction']:.1f}%", _load(m), m.get("other_cores")] for m in models]
         parts.append(f"### 2a. Forward throughput, every registered model ({results['threads']} threads, "
                      f"batch {models[0]['batch']}, 3 bands, inference_mode, best of {results['sizes']['models_repeats']})"
                      "\n\n" + markdown_table(["model", "input", "parameters", "GFLOP/img", "img/s", "GFLOP/s",
-                                              "of matmul peak", "load 1-min"], rows))
+                                              "of matmul peak", "load 1-min", "other jobs (cores)"], rows))
     default = results.get("default_model", {})
     if "trials" in default:
         rows = [[t["stage"], t["variant"], t["threads"], t["batch"], fmt(t["images_per_s"]),
                  f"{100 * t['roofline_fraction']:.1f}%",
                  f"{100 * t['gain_vs_stage_baseline']:+.1f}%" if "gain_vs_stage_baseline" in t else "",
-                 "yes" if t.get("kept") else "", f"{t['max_abs_logit_difference']:.1e}", _load(t)]
+                 "yes" if t.get("kept") else "", f"{t['max_abs_logit_difference']:.1e}", _load(t),
+                 t.get("other_cores")]
                 for t in default["trials"]]
         choices = default["choices"]
         compile_note = choices.get("compile", {})
-        parts.append("### 2b. Default model (lensresnet-small, 64×64×3) variants, interleaved, best of rounds\n\n"
+        parts.append("### 2b. Default model (lensresnet-small, 64×64×3) variants, interleaved, best of rounds, on "
+                     f"{choices.get('inputs', 'random N(0, 1)')}\n\n"
                      + markdown_table(["stage", "variant", "threads", "batch", "img/s", "of matmul peak",
-                                       "vs stage baseline", "kept", "max |Δlogit|", "load 1-min"], rows)
+                                       "vs stage baseline", "kept", "max |Δlogit|", "load 1-min",
+                                       "other jobs (cores)"], rows)
                      + f"\n\nBN folding: {choices.get('batchnorm_folding')}; torch.compile: "
                      + (f"compile {compile_note['compile_s']:.0f} s" if "compile_s" in compile_note else
                         str(compile_note.get("error") or compile_note.get("skipped")))
@@ -248,11 +307,12 @@ def tables(results: dict) -> str:
     cut = results.get("cutouts", {})
     if "speed_up" in cut:
         parts.append("### 3. Cutouts (one cutout = one object in 3 bands)\n\n" + markdown_table(
-            ["method", "objects timed", "cutouts/s", "speed-up", "load 1-min"],
+            ["method", "objects timed", "cutouts/s", "speed-up", "load 1-min", "other jobs (cores)"],
             [["pipeline.cutouts.cut_stamps (memmap, vectorised WCS)", cut["objects"],
-              fmt(cut["project_cutouts_per_s"], 0), f"{cut['speed_up']:.0f}x", _load(cut)],
+              fmt(cut["project_cutouts_per_s"], 0), f"{cut['speed_up']:.0f}x", _load(cut), cut.get("other_cores")],
              ["astropy Cutout2D + SkyCoord per object" + (" (extrapolated)" if cut["baseline_extrapolated"] else ""),
-              cut["baseline_objects_timed"], fmt(cut["baseline_cutouts_per_s"], 0), "1x", _load(cut)]])
+              cut["baseline_objects_timed"], fmt(cut["baseline_cutouts_per_s"], 0), "1x", _load(cut),
+              cut.get("other_cores")]])
             + f"\n\n{cut['tile_px']}² float32 tile, {cut['objects']} objects, stamps identical (given Cutout2D's "
               f"centring): {cut['identical_stamps_fraction']:.0%}; first (colder) project pass "
               f"{fmt(cut['project_first_pass_cutouts_per_s'], 0)}/s.")
@@ -266,20 +326,21 @@ def tables(results: dict) -> str:
             rows.append([name, entry["label"], fmt(entry["execute_objects_per_s_cold"]),
                          fmt(entry["execute_objects_per_s_best_warm"]),
                          fmt(entry["prepare_execute_objects_per_s_best_warm"]),
-                         fmt(entry["bare_forward_same_settings"]),
+                         fmt(entry.get("bare_forward_same_settings")),
+                         fmt(entry.get("bare_forward_in_all_workers_at_once")),
                          f"**{entry['ratio_execute_vs_bare']:.2f}**" if entry["ratio_execute_vs_bare"] else None,
                          f"{entry['ratio_execute_vs_workers_x_bare']:.2f}"
-                         if entry.get("ratio_execute_vs_workers_x_bare") else "",
-                         f"{fmt(entry.get('worker_forward_images_per_s'))} vs {fmt(entry.get('bare_forward_per_worker_threads'))}"])
+                         if entry.get("ratio_execute_vs_workers_x_bare") else ""])
         cli = summary.get("cli")
         parts.append(f"### 4. End to end ({e2e['survey_1x']['objects']} objects, {e2e['survey_1x']['tiles']} tiles × 3 "
                      f"bands, shards of 512; execute phase on a running LocalCluster, best warm run)\n\n"
                      + markdown_table(["config", "cluster", "execute obj/s (cold)", "execute obj/s (best warm)",
-                                       "prepare+execute obj/s", "bare forward img/s (same settings, total threads)",
-                                       "execute / bare", "execute / (workers × 1-process bare)",
-                                       "forward alone in one worker vs in this process, img/s"], rows)
-                     + (f"\n\nCommand line `run_survey.py` (default: {results['threads']} workers × 1 thread, "
-                        f"batch 256): {cli['wall_s']:.1f} s wall for {e2e['cli_default']['scored']} objects "
+                                       "prepare+execute obj/s", "bare forward img/s, one process, all threads",
+                                       "bare forward img/s, in all its workers at once",
+                                       "execute / the better bare forward",
+                                       "execute / (workers × one 1-thread process alone)"], rows)
+                     + (f"\n\nCommand line `run_survey.py` (defaults: {results['threads']} workers × 1 thread, "
+                        f"batch {DEFAULT_BATCH['cpu']}): {cli['wall_s']:.1f} s wall for {e2e['cli_default']['scored']} objects "
                         f"({cli['execute_s_from_summary']:.1f} s of it in execute) = {cli['objects_per_s_wall']:.1f} "
                         f"obj/s = {cli['ratio_wall_vs_bare']:.2f} × bare forward." if cli and cli.get(
                             "ratio_wall_vs_bare") else ""))
@@ -306,23 +367,27 @@ def tables(results: dict) -> str:
                 phase_rows.append([run["label"], f"{run['prepare_s']:.1f}", f"{run['execute_s']:.1f}",
                                    *[f"{run['phases_s'].get(key, 0):.1f}" for key in PHASES],
                                    f"{run['task_compute_s'].get('cut', 0):.1f}",
-                                   f"{run['task_compute_s'].get('score', 0):.1f}", _load(run),
-                                   run.get("other_cores")])
+                                   f"{run['task_compute_s'].get('score', 0):.1f}",
+                                   _peak_mib(run), _load(run), run.get("other_cores")])
         parts.append("Where the time goes (seconds):\n\n" + markdown_table(
-            ["run", "prepare", "execute", *PHASE_NAMES, "Σ cut tasks", "Σ score tasks", "load 1-min",
-             "other jobs (cores)"], phase_rows))
+            ["run", "prepare", "execute", *PHASE_NAMES, "Σ cut tasks", "Σ score tasks", "peak RSS/worker MiB",
+             "load 1-min", "other jobs (cores)"], phase_rows))
         scaling_rows = []
         for name, entry in summary.items():
             if isinstance(entry, dict) and "scaling" in entry:
                 sc = entry["scaling"]
                 scaling_rows.append([entry["label"], sc["objects_1x"], sc["objects_4x"], f"{sc['execute_s_1x']:.1f}",
                                      f"{sc['execute_s_4x']:.1f}", f"{sc['time_ratio_4x_over_1x']:.2f}",
+                                     fmt(sc.get("execute_objects_per_s_4x")),
+                                     f"**{sc['ratio_execute_4x_vs_bare']:.2f}**"
+                                     if sc.get("ratio_execute_4x_vs_bare") else "",
                                      sc["worker_rss_before_run_mib"],
                                      sc["peak_worker_hwm_mib_1x"], sc["peak_worker_hwm_mib_4x"],
                                      sc["peak_worker_anon_mib_1x"], sc["peak_worker_anon_mib_4x"]])
         if scaling_rows:
             parts.append("### 5. Scaling: 1x vs 4x objects (4x the tiles, same density)\n\n" + markdown_table(
                 ["cluster", "objects 1x", "objects 4x", "execute s 1x", "execute s 4x", "time ratio (ideal 4)",
+                 "execute obj/s 4x", "4x execute / best bare",
                  "worker RSS idle MiB", "peak RSS/worker MiB 1x", "peak RSS/worker MiB 4x",
                  "peak anon RSS MiB 1x (sampled)", "peak anon RSS MiB 4x (sampled)"], scaling_rows))
     for key in ("default_model_cuda", "e2e_cuda"):  # GPU machines only; untested on the CPU development machine
