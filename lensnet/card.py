@@ -7,6 +7,7 @@ card never quotes a figure that the training run did not measure.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -76,6 +77,20 @@ def render_card(directory: str | Path) -> str:
                      f"({bright['n_detected']}/{bright['n_lenses']}) |")
     if "completeness_all_lenses" in metrics:
         lines.append(f"| completeness at the threshold, all lenses | {metrics['completeness_all_lenses']:.4f} |")
+    comparison = directory / "comparison.json"
+    if comparison.is_file():
+        from lensnet.compare import render_table
+
+        result = json.loads(comparison.read_text())
+        lines += [
+            "",
+            "## Architecture comparison",
+            f"Every architecture below was trained with one recipe on the same stamps and measured on the same "
+            f"held-out set by `python -m lensnet.compare` (`{comparison.name}` next to this card; the budget of that "
+            "comparison is in its recipe line, and may be smaller than this model's own).",
+            "",
+            render_table(result),
+        ]
     lines += [
         "",
         "## Limits",
