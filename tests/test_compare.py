@@ -63,3 +63,34 @@ def test_unknown_architectures_and_a_missing_test_set_are_refused(tmp_path):
         compare.compare(base, ["lensresnet-tiny", "no-such-net"], tmp_path)
     with pytest.raises(ValueError, match="test_data"):
         compare.compare(TrainConfig(data="x", out=str(tmp_path)), ["lensresnet-tiny"], tmp_path)
+
+
+def _row(architecture: str, auroc: float) -> dict:
+    interval = {"value": auroc, "interval_95": [auroc - 0.01, auroc + 0.01]}
+    bright = {"value": 0.5, "n_lenses": 10, "n_detected": 5, "fpr": 0.01, "logit_threshold": 1.0}
+    return {"architecture": architecture, "parameters": 1234, "auroc": interval, "average_precision": interval,
+            "tpr0": interval, "tpr10": {"value": 0.25}, "fpr_at_threshold": 0.009,
+            "completeness_bright_at_threshold": {"value": 0.4, "n_lenses": 10, "n_detected": 4},
+            "completeness_bright_at_test_fpr_1pc": bright, "completeness_all_at_test_fpr_1pc": bright,
+            "cpu_images_per_s": 321.0, "best_epoch": 3, "train_seconds": 10.0, "device": "cpu"}
+
+
+def test_a_comparison_next_to_a_checkpoint_appears_in_its_card(tiny_model, tmp_path):
+    import shutil
+
+    from lensnet.card import render_card
+
+    checkpoint = tmp_path / "model"
+    shutil.copytree(tiny_model, checkpoint)
+    assert "Architecture comparison" not in render_card(checkpoint)
+    result = {"recipe": {"epochs": 4, "batch_size": 256, "learning_rate": 0.003, "seed": 0},
+              "data": {"train": {"simulate": {"n": 100}}, "test": {"simulate": {"n": 50}}, "n_test": 50},
+              "command": "python -m lensnet.compare ...", "measured_on": "a CPU",
+              "rows": [_row("ou-66", 0.91), _row("lensresnet-small", 0.95)]}
+    (checkpoint / compare.COMPARISON_FILE).write_text(json.dumps(result))
+    card = render_card(checkpoint)
+    section = card[card.index("## Architecture comparison"):]
+    # Best AUROC first, with its interval, and the budget of the comparison stated.
+    assert section.index("| lensresnet-small |") < section.index("| ou-66 |")
+    assert "0.9500 [0.9400, 0.9600]" in section and "0.500 (5/10)" in section
+    assert "4 epochs, batch 256" in section
