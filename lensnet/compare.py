@@ -121,8 +121,12 @@ def measure(checkpoint: Path, test: StampSet, device: torch.device, threads: int
     }
 
 
-def compare(base: TrainConfig, architectures: list[str], out: str | Path, command: str = "") -> dict[str, Any]:
-    """Train (or reuse) every architecture and write ``OUT/comparison.{json,md}``."""
+def compare(base: TrainConfig, architectures: list[str], out: str | Path, command: str = "",
+            note: str = "") -> dict[str, Any]:
+    """Train (or reuse) every architecture and write ``OUT/comparison.{json,md}``.
+
+    ``note`` is printed under the table (e.g. what the budget of this comparison means).
+    """
     unknown = sorted(set(architectures) - set(list_models()))
     if unknown:
         raise ValueError(f"unknown architecture(s) {', '.join(unknown)}; registered: {', '.join(list_models())}")
@@ -148,6 +152,7 @@ def compare(base: TrainConfig, architectures: list[str], out: str | Path, comman
         "recipe": _jsonable(dataclasses.asdict(dataclasses.replace(base, out=str(out)))),
         "data": {"train": base.data, "test": base.test_data, "n_test": len(test.labels)},
         "command": command,
+        "note": note,
         "measured_on": _machine(),
         "rows": [measure(directory, test, device, base.threads) for directory in rows],
     }
@@ -209,10 +214,12 @@ def render_table(result: dict[str, Any]) -> str:
                  f"{recipe['learning_rate']}, seed {recipe['seed']}; train data {json.dumps(result['data']['train'])}; "
                  f"test data {json.dumps(result['data']['test'])} ({result['data']['n_test']:,} stamps). "
                  f"CPU images/s measured on {result['measured_on']}. Command: `{result['command']}`.")
+    if result.get("note"):
+        lines += ["", result["note"]]
     return "\n".join(lines)
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, list[str], str]:
+def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, list[str], str, str]:
     parser = argparse.ArgumentParser(prog="python -m lensnet.compare", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="training recipe (YAML with TrainConfig keys)")
     parser.add_argument("--architectures", required=True, help="comma-separated registered architectures")
@@ -224,6 +231,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, list[str], s
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--device")
     parser.add_argument("--threads", type=int, help="torch threads for training and the CPU images/s")
+    parser.add_argument("--note", default="", help="a remark printed under the table (e.g. on the budget)")
     args = parser.parse_args(argv)
     values = yaml.safe_load(Path(args.config).read_text()) or {}
     for key in ("data", "test_data"):
@@ -235,13 +243,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, list[str], s
             values[key] = getattr(args, key)
     values["out"] = args.out
     architectures = [item.strip() for item in args.architectures.split(",") if item.strip()]
-    return TrainConfig(**values), architectures, args.out
+    return TrainConfig(**values), architectures, args.out, args.note
 
 
 def main(argv: list[str] | None = None) -> int:
-    base, architectures, out = parse_args(argv)
+    base, architectures, out, note = parse_args(argv)
     command = "python -m lensnet.compare " + " ".join(shlex.quote(arg) for arg in (argv or sys.argv[1:]))
-    result = compare(base, architectures, out, command)
+    result = compare(base, architectures, out, command, note)
     print(render_table(result))
     return 0
 

@@ -85,7 +85,7 @@ def test_a_comparison_next_to_a_checkpoint_appears_in_its_card(tiny_model, tmp_p
     assert "Architecture comparison" not in render_card(checkpoint)
     result = {"recipe": {"epochs": 4, "batch_size": 256, "learning_rate": 0.003, "seed": 0},
               "data": {"train": {"simulate": {"n": 100}}, "test": {"simulate": {"n": 50}}, "n_test": 50},
-              "command": "python -m lensnet.compare ...", "measured_on": "a CPU",
+              "command": "python -m lensnet.compare ...", "measured_on": "a CPU", "note": "a budget remark",
               "rows": [_row("ou-66", 0.91), _row("lensresnet-small", 0.95)]}
     (checkpoint / compare.COMPARISON_FILE).write_text(json.dumps(result))
     card = render_card(checkpoint)
@@ -94,3 +94,4 @@ def test_a_comparison_next_to_a_checkpoint_appears_in_its_card(tiny_model, tmp_p
     assert section.index("| lensresnet-small |") < section.index("| ou-66 |")
     assert "0.9500 [0.9400, 0.9600]" in section and "0.500 (5/10)" in section
     assert "4 epochs, batch 256" in section
+    assert "a budget remark" in section
