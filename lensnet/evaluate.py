@@ -106,13 +106,23 @@ def predict_logits(module: torch.nn.Module, inputs: torch.Tensor, device: torch.
 
 
 def score_stamps(loaded: LoadedModel, stamps: np.ndarray, device: torch.device, batch_size: int = 256,
-                 chunk_size: int = 4096) -> np.ndarray:
-    """Logits of raw stamps, normalised as the checkpoint's config says, chunk by chunk."""
+                 chunk_size: int = 4096, tta: bool = False) -> np.ndarray:
+    """Logits of raw stamps, normalised as the checkpoint's config says, chunk by chunk.
+
+    With ``tta`` each stamp is scored in its 8 dihedral orientations and the logit of the
+    mean probability is returned, as ``run_survey.py --tta`` does.
+    """
     config = loaded.config
     parts = []
     for start in range(0, len(stamps), chunk_size):
         inputs, _ = normalise(stamps[start : start + chunk_size], config.normalisation, **config.normalisation_params)
-        parts.append(predict_logits(loaded.module, torch.from_numpy(inputs), device, batch_size))
+        if tta:
+            from pipeline.inference import forward_logits
+
+            loaded.module.eval()
+            parts.append(forward_logits(loaded, torch.from_numpy(inputs), batch_size, precision="fp32", tta=True))
+        else:
+            parts.append(predict_logits(loaded.module, torch.from_numpy(inputs), device, batch_size))
     return np.concatenate(parts) if parts else np.empty(0, np.float32)
 
 
@@ -355,7 +365,7 @@ def _shares_simulation(spec: str | dict, config: ModelConfig) -> str | None:
 
 def evaluate(model: str | Path, data: str | dict, out: str | Path | None = None,
              settings: EvaluationSettings | None = None, device: str = "auto", batch_size: int = 256,
-             limit: int | None = None, plots: bool = True, command: str = "") -> dict[str, Any]:
+             limit: int | None = None, plots: bool = True, command: str = "", tta: bool = False) -> dict[str, Any]:
     """Score a stamp set with a checkpoint, build the report and, with ``out``, write it.
 
     Args:
@@ -368,6 +378,7 @@ def evaluate(model: str | Path, data: str | dict, out: str | Path | None = None,
         limit: evaluate only the first stamps of a dataset directory.
         plots: write the PNG plots (needs matplotlib).
         command: the command line, recorded in the report.
+        tta: average each stamp's probability over its 8 flips and rotations (``--tta``).
     """
     settings = settings or EvaluationSettings()
     started = time.perf_counter()
@@ -380,8 +391,9 @@ def evaluate(model: str | Path, data: str | dict, out: str | Path | None = None,
     if overlap:
         print(f"warning: this simulation shares its profile and seed with the checkpoint's recorded {overlap!r}: "
               "it is not held-out data", file=sys.stderr)
-    logits = score_stamps(loaded, stamp_set.stamps, chosen, batch_size)
+    logits = score_stamps(loaded, stamp_set.stamps, chosen, batch_size, tta=tta)
     report: dict[str, Any] = {
+        "tta": tta,
         "model": {"name": loaded.config.name, "path": str(loaded.path), "architecture": loaded.config.architecture,
                   "weights_sha256": loaded.weights_sha256, "threshold": loaded.config.threshold,
                   "train_prevalence": loaded.config.train_prevalence},
@@ -445,6 +457,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, help="only the first N stamps of a dataset directory")
     parser.add_argument("--threads", type=int, help="PyTorch CPU threads")
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--tta", action="store_true",
+                        help="score each stamp in its 8 flips/rotations and average, as run_survey.py --tta")
     return parser.parse_args(argv)
 
 
@@ -457,7 +471,8 @@ def main(argv: list[str] | None = None) -> int:
                                   interval=args.interval)
     command = "python -m lensnet.evaluate " + " ".join(shlex.quote(arg) for arg in (argv or sys.argv[1:]))
     report = evaluate(args.model, parse_data_spec(args.data), args.out, settings, device=args.device,
-                      batch_size=args.batch_size, limit=args.limit, plots=not args.no_plots, command=command)
+                      batch_size=args.batch_size, limit=args.limit, plots=not args.no_plots, command=command,
+                      tta=args.tta)
     print(format_summary(report))
     if args.out:
         print(f"report: {Path(args.out) / 'report.json'}")

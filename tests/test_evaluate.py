@@ -229,3 +229,24 @@ def test_fine_tuning_with_a_frozen_backbone_trains_only_the_last_linear_layer(ch
             assert not torch.equal(after[key], value), f"{key} did not train"
         else:  # weights and batch-norm statistics alike
             assert torch.equal(after[key], value), f"{key} changed"
+
+
+def test_tta_evaluation_scores_the_mean_over_the_eight_orientations(checkpoint, toy_data):
+    from lensnet.checkpoint import load_model
+    from lensnet.data import load_stamp_set
+    from lensnet.evaluate import evaluate, score_stamps
+    from pipeline.inference import mean_probability_logit
+
+    loaded = load_model(checkpoint)
+    stamps = load_stamp_set(toy_data).stamps[:24]
+    device = torch.device("cpu")
+    tta = score_stamps(loaded, stamps, device, batch_size=8, tta=True)
+    views = [np.rot90(view, turns, axes=(-2, -1)) for view in (stamps, stamps[..., ::-1]) for turns in range(4)]
+    by_view = torch.stack([torch.from_numpy(score_stamps(loaded, np.ascontiguousarray(view), device)) for view in views])
+    np.testing.assert_allclose(tta, mean_probability_logit(by_view).numpy(), rtol=1e-4, atol=1e-4)
+    # Invariant to a flip of the input; the plain scores are not.
+    flipped = np.ascontiguousarray(stamps[..., ::-1])
+    np.testing.assert_allclose(score_stamps(loaded, flipped, device, tta=True), tta, rtol=1e-4, atol=1e-4)
+    assert not np.allclose(score_stamps(loaded, stamps, device), tta, atol=1e-4)
+    report = evaluate(checkpoint, str(toy_data), None, tta=True, plots=False)
+    assert report["tta"] is True and report["model"]["threshold"] == loaded.config.threshold
