@@ -69,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     compute.add_argument("--device", choices=DEVICES, help="where the model runs (default: auto)")
     compute.add_argument("--shard-size", type=int, metavar="N", help="objects per Zarr chunk and task (default: 512)")
     compute.add_argument("--stamp-compression", choices=STAMP_COMPRESSIONS,
-                         help="codec of the stamps in cutouts.zarr (default: none; zstd saves ~8%% of the space of "
-                              "noise-dominated stamps at more than twice the cut stage's time)")
+                         help="codec of the stamps in cutouts.zarr (default: none; zstd saves ~7%% of the space of "
+                              "noise-dominated stamps and writes them ~5x slower)")
     compute.add_argument("--batch-size", type=int, metavar="N", help="stamps per forward pass (default: 32 on CPUs, 1024 on GPUs)")
     compute.add_argument("--tta", action="store_true", default=None,
                          help="test-time augmentation: average each stamp's probability over its 8 flips/rotations "

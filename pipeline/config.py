@@ -54,8 +54,8 @@ class Settings:
         device: where the model runs: ``auto`` picks CUDA when the worker has a GPU.
         shard_size: objects per Zarr chunk and per inference task.
         stamp_compression: codec of the stamps in the cutout store: ``none`` (default) or
-            ``zstd``. Noise-dominated float32 stamps shrink by only ~8% with zstd, which
-            cost more than half of the cut stage's time (benchmarks/RESULTS.md).
+            ``zstd``. Noise-dominated float32 stamps shrink by only ~7% with zstd, which
+            writes them ~5x and reads them ~3x slower (benchmarks/stage_costs.py).
         batch_size: stamps per forward pass; default 32 on CPUs, 1024 on GPUs (measured best on CPUs).
         tta: test-time augmentation: average each stamp's probability over its 8 dihedral orientations.
         target_prevalence: lens fraction assumed in the survey for the recalibrated ``p_survey`` column.

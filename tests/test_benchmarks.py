@@ -78,3 +78,16 @@ def test_replicated_survey_puts_every_copy_on_the_same_pixels(tiny_survey, tmp_p
         assert (other["tile"][on_tile].str[2:] == first["tile"][on_tile].str[2:]).all()
         assert (other["tile"][on_tile].str[:2] == f"c{copy}").all()
         np.testing.assert_allclose(other[["x_px", "y_px"]][on_tile], first[["x_px", "y_px"]][on_tile], atol=1e-6)
+
+
+def test_stage_costs_compare_like_with_like():
+    from benchmarks.stage_costs import codecs, normalisation
+
+    stamps = np.random.default_rng(0).normal(100.0, 5.0, (16, 3, 24, 24)).astype(np.float32)
+    norm = normalisation(stamps, repeats=1)
+    assert norm["max_abs_difference"] < 2e-6 and set(norm["stamps_per_s_one_thread"]) == {
+        "float64 reference", "float32 (pipeline)"}
+    store = codecs(stamps, repeats=1)["codecs"]
+    # Uncompressed stamps take exactly their bytes on disk; zstd's size is what it wrote.
+    assert store["none"]["stamp_bytes_on_disk"] == stamps.nbytes and store["none"]["compression_ratio"] == 1.0
+    assert 0 < store["zstd"]["stamp_bytes_on_disk"] < stamps.nbytes
