@@ -409,19 +409,14 @@ def _cluster(workers: int, tune_malloc: bool = True):
 
 def worker_forward(batch: int, images: int = 512, repeats: int = 2) -> dict:
     """Forward-only images/s inside a worker, with the registered plugin's model (runs as a task)."""
-    from pipeline.inference import forward_logits, worker_model
+    from pipeline.inference import forward_images_per_second, worker_model
 
     plugin = worker_model()
     loaded = plugin.loaded[0] if isinstance(plugin.loaded, list) else plugin.loaded
     inputs = torch.randn(images, 3, loaded.config.stamp_size_px, loaded.config.stamp_size_px,
                          generator=torch.Generator().manual_seed(0)).numpy()
-    forward_logits(loaded, inputs[:batch], batch)
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        forward_logits(loaded, inputs, batch)
-        best = min(best, time.perf_counter() - started)
-    return {"images_per_s": images / best, "torch_threads": torch.get_num_threads(),
+    return {"images_per_s": forward_images_per_second(loaded, inputs, batch, repeats),
+            "torch_threads": torch.get_num_threads(),
             "malloc_tuned": plugin.malloc_tuned}
 
 

@@ -27,7 +27,6 @@ import dataclasses
 import json
 import shlex
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +34,11 @@ import numpy as np
 import torch
 import yaml
 
-from lensnet import metrics
-from lensnet.checkpoint import CONFIG_FILE, load_config, load_model
+from lensnet.checkpoint import CONFIG_FILE, LoadedModel, load_model
 from lensnet.data import StampSet, stamp_set_from_spec
 from lensnet.evaluate import evaluation_report, score_stamps
 from lensnet.models import list_models
-from lensnet.train import TrainConfig, train
+from lensnet.train import TrainConfig, _jsonable, train
 
 COMPARISON_FILE = "comparison.json"
 #: Where completeness is quoted (the CMU DeepLens headline population).
@@ -61,24 +59,17 @@ def completeness_at_fpr(labels: np.ndarray, logits: np.ndarray, selected: np.nda
             "fpr": float((negatives > threshold).mean()), "logit_threshold": float(threshold)}
 
 
-def cpu_images_per_second(checkpoint: Path, threads: int | None = None, batch: int = 32, images: int = 256,
-                          repeats: int = 3) -> float:
-    """Forward images/s of a checkpoint on the CPU, run as the survey pipeline runs it."""
-    from pipeline.inference import forward_logits
+def cpu_images_per_second(loaded: LoadedModel, threads: int | None = None, batch: int = 32,
+                          images: int = 256) -> float:
+    """Forward images/s of a CPU model, run as the survey pipeline runs it (channels_last)."""
+    from pipeline.inference import forward_images_per_second
 
     if threads:
         torch.set_num_threads(threads)
-    loaded = load_model(checkpoint, device="cpu")
     loaded.module.to(memory_format=torch.channels_last)
     size = loaded.config.stamp_size_px
     inputs = torch.randn(images, len(loaded.config.bands), size, size, generator=torch.Generator().manual_seed(0))
-    forward_logits(loaded, inputs[:batch], batch)
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        forward_logits(loaded, inputs, batch)
-        best = min(best, time.perf_counter() - started)
-    return images / best
+    return forward_images_per_second(loaded, inputs, batch)
 
 
 def materialise(spec: str | dict, directory: Path) -> str | dict:
@@ -115,7 +106,8 @@ def measure(checkpoint: Path, test: StampSet, device: torch.device, threads: int
         "completeness_bright_at_threshold": report.get("completeness_theta_e_gt_1.4_snr_gt_20"),
         "completeness_bright_at_test_fpr_1pc": completeness_at_fpr(labels, logits, bright, 0.01),
         "completeness_all_at_test_fpr_1pc": completeness_at_fpr(labels, logits, np.ones_like(bright), 0.01),
-        "cpu_images_per_s": cpu_images_per_second(checkpoint, threads),
+        "cpu_images_per_s": cpu_images_per_second(loaded if device.type == "cpu" else
+                                                  load_model(checkpoint, device="cpu"), threads),
         "best_epoch": len(history), "train_seconds": round(sum(h.get("seconds", 0) for h in history), 1),
         "device": training.get("device"),
     }
@@ -175,18 +167,6 @@ def _machine() -> str:
 
     cpu = platform.processor() or platform.machine()
     return f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    return value
 
 
 def _interval(entry: dict) -> str:

@@ -112,14 +112,13 @@ def score_stamps(loaded: LoadedModel, stamps: np.ndarray, device: torch.device, 
     With ``tta`` each stamp is scored in its 8 dihedral orientations and the logit of the
     mean probability is returned, as ``run_survey.py --tta`` does.
     """
+    if tta:  # the survey pipeline's own TTA (it imports Dask, so only when asked for)
+        from pipeline.inference import forward_logits
     config = loaded.config
     parts = []
     for start in range(0, len(stamps), chunk_size):
         inputs, _ = normalise(stamps[start : start + chunk_size], config.normalisation, **config.normalisation_params)
         if tta:
-            from pipeline.inference import forward_logits
-
-            loaded.module.eval()
             parts.append(forward_logits(loaded, torch.from_numpy(inputs), batch_size, precision="fp32", tta=True))
         else:
             parts.append(predict_logits(loaded.module, torch.from_numpy(inputs), device, batch_size))
