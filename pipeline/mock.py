@@ -13,11 +13,14 @@ Geometry: tiles form a ``tiles_x`` x ``tiles_y`` grid on the sky, neighbours sha
 matrix with the profile's pixel scale rotated by ``rotation_deg``. Objects are placed at
 random in the union footprint, at least half a stamp apart and half a stamp from its
 outer edge (so every catalogued object has a complete stamp in some tile when the overlap
-exceeds a stamp). Each object is rendered with lenstronomy
-(:func:`lensnet.simulate.render`) at its exact WCS position in every tile its light
-reaches, so objects in an overlap appear, identically, in both tiles; then white Gaussian
-sky noise is added per tile and band. The whole survey shares the profile's nominal PSF
+exceeds a stamp). Each object is rendered by the chosen simulation engine
+(:mod:`lensnet.simulate.engines`: lenstronomy, or GalSim + caustics) at its exact WCS
+position in every tile its light reaches, so objects in an overlap appear, identically, in
+both tiles; then white Gaussian sky noise is added per tile and band. The whole survey
+shares the profile's nominal PSF (Gaussian for lenstronomy, Moffat beta = 3 for GalSim)
 and noise level (the per-stamp jitter of training sets is for robustness, not for this).
+A survey from the GalSim engine is one a model trained on lenstronomy simulations has
+never seen anything of: the cross-simulator test through ``run_survey.py``.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ import pandas as pd
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from lensnet.simulate import draw_kinds, draw_parameters, get_profile, render, truth_record
+from lensnet.simulate import draw_kinds, get_profile
+from lensnet.simulate.engines import get_engine
 
 #: Objects are painted through a square window this many pixels wider than a stamp,
 #: odd so that its centre is a pixel centre; light beyond it is negligible.
@@ -142,6 +146,7 @@ def make_mock_survey(
     n_off_footprint: int = 0,
     centre_radec: tuple[float, float] = (150.0, 2.0),
     kind_weights: dict[str, float] | None = None,
+    engine: str = "lenstronomy",
 ) -> MockSurvey:
     """Write a mock survey under ``root`` and describe it (see the module docstring).
 
@@ -158,7 +163,9 @@ def make_mock_survey(
         n_off_footprint: extra catalogue rows outside every tile.
         centre_radec: sky position (deg) of the centre of the footprint.
         kind_weights: relative frequencies of the non-lens kinds.
+        engine: simulation engine, ``"lenstronomy"`` or ``"galsim"``.
     """
+    simulator = get_engine(engine)
     survey = get_profile(profile)
     if survey.is_multi_resolution:
         raise NotImplementedError(f"mock surveys support single-resolution profiles only, not {survey.name!r}")
@@ -194,9 +201,10 @@ def make_mock_survey(
     images = {name: np.zeros((survey.n_bands, tile_size_px, tile_size_px), dtype=np.float32) for name in tiles}
     kinds = draw_kinds(object_rng, n_objects, lens_fraction, kind_weights)
     mag_ref, records = np.empty(n_objects), []
+    conditions = simulator.nominal_conditions(survey)
     for index, kind in enumerate(kinds):
-        params = draw_parameters(object_rng, kind, survey, field_galaxies=False)
-        params["psf_fwhm_arcsec"], params["sky_sigma"] = list(survey.psf_fwhm_arcsec), list(survey.sky_sigma)
+        params = simulator.draw_parameters(object_rng, kind, survey, conditions)
+        simulator.prepare(params, survey)
         covering: list[str] = []
         first: tuple[np.ndarray, np.ndarray, tuple[float, float]] | None = None
         for name, wcs in tiles.items():
@@ -205,8 +213,8 @@ def make_mock_survey(
             if not (-half <= col < tile_size_px + half and -half <= row < tile_size_px + half):
                 continue
             offset = (float(x - col), float(y - row))
-            arcs = render(params, survey, window_px, offset, part="lensed")
-            window = arcs + render(params, survey, window_px, offset, part="unlensed")
+            arcs = simulator.render(params, survey, window_px, offset, part="lensed")
+            window = arcs + simulator.render(params, survey, window_px, offset, part="unlensed")
             _paint(images[name], window, col, row)
             if -0.5 <= x < tile_size_px - 0.5 and -0.5 <= y < tile_size_px - 0.5:
                 covering.append(name)
@@ -216,7 +224,7 @@ def make_mock_survey(
         window, arcs, offset = first
         ref = survey.reference_index
         mag_ref[index] = survey.magnitude(float(window[ref].sum()), ref)
-        record = truth_record(params, survey, window, offset_px=offset, arc_image=arcs)
+        record = simulator.truth_record(params, survey, window, offset, arcs)
         records.append(
             {
                 "id": index,
@@ -235,7 +243,8 @@ def make_mock_survey(
             header["BUNIT"] = "count"
             header["FILTER"] = (band, "band")
             header["MAGZERO"] = (survey.zeropoint_mag[b], "AB mag of 1 count")
-            header["PSF_FWHM"] = (survey.psf_fwhm_arcsec[b], "Gaussian PSF FWHM [arcsec]")
+            header["PSF_FWHM"] = (survey.psf_fwhm_arcsec[b], "PSF FWHM [arcsec]")
+            header["SIMULATR"] = (engine, "simulation engine")
             header["SKYSIGMA"] = (survey.sky_sigma[b], "per-pixel noise sigma [count]")
             header["TILE"] = name
             fits.PrimaryHDU(image[b], header=header).writeto(root / "tiles" / f"{name}_{band}.fits", overwrite=True)
@@ -271,6 +280,7 @@ def make_mock_survey(
         "overlap_px": overlap_px,
         "rotation_deg": rotation_deg,
         "n_off_footprint": n_off_footprint,
+        "engine": engine,
         "centre_radec": list(centre_radec),
         "bands": list(survey.bands),
         "pixel_scale_arcsec": scale,

@@ -44,11 +44,13 @@ def survey(tmp_path_factory):
     )
 
 
-@pytest.fixture(scope="module", params=[0.0, 30.0])
+@pytest.fixture(scope="module", params=[(0.0, "lenstronomy"), (30.0, "lenstronomy"), (30.0, "galsim")])
 def ellipticals(request, tmp_path_factory):
     """A sparse survey of point-symmetric objects, to locate their light centroids."""
+    rotation, engine = request.param
     return make_mock_survey(
-        tmp_path_factory.mktemp(f"ellipticals{request.param:.0f}"),
+        tmp_path_factory.mktemp(f"ellipticals{rotation:.0f}{engine}"),
+        engine=engine,
         n_objects=12,
         lens_fraction=0.0,
         seed=2,
@@ -56,7 +58,7 @@ def ellipticals(request, tmp_path_factory):
         tiles_y=1,
         tile_size_px=400,
         overlap_px=OVERLAP_PX,
-        rotation_deg=request.param,
+        rotation_deg=rotation,
         kind_weights={"elliptical": 1.0},
     )
 
@@ -158,9 +160,10 @@ def test_catalogue_positions_are_light_centroids(ellipticals):
             offsets.append((cx - x, cy - y))
     offsets = np.array(offsets)
     assert len(offsets) >= 5
-    # noise and neighbours' wings move single centroids by a few hundredths of a pixel;
-    # a convention error (half a pixel, a flipped axis) would be far larger and systematic
-    assert np.abs(offsets).max() < 0.1
+    # noise and neighbours' wings move single centroids by a few hundredths of a pixel (a
+    # tenth for faint, flattened ones); a convention error (half a pixel, a flipped axis)
+    # would be far larger and systematic
+    assert np.abs(offsets).max() < 0.15
     assert np.abs(offsets.mean(axis=0)).max() < 0.03
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 
@@ -19,10 +20,12 @@ from lensnet.simulate import (
     draw_parameters,
     generate_dataset,
     get_profile,
+    nominal_conditions,
     render,
     simulate_stamps,
     truth_record,
 )
+from lensnet.simulate import artefacts
 from lensnet.simulate import components as comp
 from lensnet.simulate.__main__ import main as cli_main
 from lensnet.simulate.sed import draw_sed
@@ -36,8 +39,11 @@ def stamps_and_truth():
 
 
 def _centred_lens(theta_e: float, seed: int = 0) -> dict:
-    """A lens with a round mass, no shear and a clump-free source right behind it."""
-    params = draw_parameters(np.random.default_rng(seed), "lens", GRI, field_galaxies=False)
+    """A lens with a round mass, no shear and a clump-free source right behind it, seen
+    through a narrow Gaussian PSF."""
+    params = draw_parameters(np.random.default_rng(seed), "lens", GRI, field_galaxies=False,
+                             conditions=nominal_conditions(GRI))
+    params["psf_fwhm_arcsec"] = [0.5, 0.5, 0.5]
     sie, shear = params["lens_model"]["kwargs"]
     sie.update(theta_E=theta_e, e1=0.0, e2=0.0)
     shear.update(gamma1=0.0, gamma2=0.0)
@@ -52,6 +58,10 @@ def test_profiles():
     assert {"ground-gri", "euclid-like"} <= set(PROFILES)
     assert GRI.bands == ("g", "r", "i") and GRI.pixel_scale_arcsec == 0.2 and GRI.stamp_size_px == 64
     assert all(0.7 <= f <= 0.9 for f in GRI.psf_fwhm_arcsec)
+    assert GRI.seeing_range == (0.5, 1.4)
+    euclid_like = get_profile("euclid-like")
+    nominal = euclid_like.psf_fwhm_arcsec[0]
+    assert euclid_like.seeing_range == pytest.approx((nominal * 0.95, nominal * 1.05))
     assert get_profile(GRI) is GRI
     with pytest.raises(KeyError, match="ground-gri"):
         get_profile("hsc-deep")
@@ -72,6 +82,15 @@ def test_parameters_are_json_and_deterministic(kind):
     image = render(params, GRI, 48)
     assert image.shape == (3, 48, 48) and image.dtype == np.float32
     assert np.isfinite(image).all() and image.sum() > 0
+
+
+def test_stars_and_artefacts_of_training_stamps():
+    rng = np.random.default_rng(2)
+    draws = [draw_parameters(rng, "elliptical", GRI) for _ in range(300)]
+    assert 0.08 < np.mean([bool(p["stars"]) for p in draws]) < 0.25
+    assert any(p["artefacts"]["cosmic_rays"] for p in draws) and any(p["artefacts"]["bad_columns"] for p in draws)
+    isolated = draw_parameters(rng, "elliptical", GRI, field_galaxies=False)
+    assert not isolated["stars"] and not isolated["artefacts"]["cosmic_rays"]
 
 
 def test_unknown_kind_and_weights():
@@ -125,6 +144,8 @@ def test_arcs_form_at_the_einstein_radius(theta_e):
 
 def test_lens_and_source_flux():
     params = _centred_lens(1.5)
+    deflector = next(g for g in params["groups"] if g["name"] == "lens_light")["components"][0]["kwargs"]
+    deflector.update(R_sersic=1.0, n_sersic=4.0)
     lens_light = render(params, GRI, 200, part="unlensed").sum(axis=(1, 2))
     group = next(g for g in params["groups"] if g["name"] == "lens_light")
     # a de Vaucouleurs-like deflector has some light beyond 20": allow 4%
@@ -147,18 +168,21 @@ def test_arc_snr_grows_when_noise_drops():
 def test_simulate_stamps(stamps_and_truth):
     stamps, truth = stamps_and_truth
     assert stamps.shape == (40, 3, 64, 64) and stamps.dtype == np.float32
-    assert np.isfinite(stamps).all()
+    # finite but for the bad columns the truth reports
+    finite_stamps = np.isfinite(stamps).all(axis=(1, 2, 3))
+    assert (finite_stamps | (truth["n_bad_columns"].to_numpy() > 0)).all()
     assert truth["stamp_index"].tolist() == list(range(40))
     assert truth["is_lens"].sum() == 20
     lenses, others = truth[truth["is_lens"]], truth[~truth["is_lens"]]
     assert (lenses["kind"] == "lens").all() and set(others["kind"]) <= set(NON_LENS_KINDS)
-    assert lenses["theta_e_arcsec"].between(0.5, 3.0).all()
+    assert lenses["theta_e_arcsec"].between(0.5, 4.0).all()
     assert others["theta_e_arcsec"].isna().all() and others["arc_snr"].isna().all()
     assert (lenses["arc_snr"] >= 0).all() and (lenses["npix_arc_1sigma"] >= 0).all()
-    assert lenses["lens_mag"].between(17.5, 21.8).all()
+    assert lenses["lens_mag"].between(16.5, 24.0).all()
+    assert (truth["engine"] == "lenstronomy").all()
     # the noise in each stamp is at the level its truth row reports
     edge = np.concatenate([stamps[:, 0, :4, :].reshape(40, -1), stamps[:, 0, -4:, :].reshape(40, -1)], axis=1)
-    robust_sigma = 1.4826 * np.median(np.abs(edge - np.median(edge, axis=1, keepdims=True)), axis=1)
+    robust_sigma = 1.4826 * np.nanmedian(np.abs(edge - np.nanmedian(edge, axis=1, keepdims=True)), axis=1)
     assert np.median(robust_sigma / truth["sky_sigma_g"].to_numpy()) == pytest.approx(1.0, abs=0.15)
 
 
@@ -175,21 +199,95 @@ def test_simulate_stamps_is_deterministic(stamps_and_truth):
 def test_population_colours_and_ranges():
     rng = np.random.default_rng(5)
     draws = [draw_parameters(rng, "lens", GRI, field_galaxies=False) for _ in range(300)]
-    lens_g_r = [next(g for g in p["groups"] if g["name"] == "lens_light")["mags"] for p in draws]
-    assert min(m[0] - m[1] for m in lens_g_r) > 0.8  # red deflectors
+    lens_g_r = np.array([next(g for g in p["groups"] if g["name"] == "lens_light")["mags"] for p in draws])
+    assert np.mean(lens_g_r[:, 0] - lens_g_r[:, 1] > 0.8) > 0.8  # mostly red deflectors
     red = np.array([p["meta"]["source_red"] for p in draws])
-    assert 0.12 < red.mean() < 0.28
+    assert 0.17 < red.mean() < 0.33
     source_g_r = np.array([next(g for g in p["groups"] if g["name"] == "source")["mags"] for p in draws])
     colour = source_g_r[:, 0] - source_g_r[:, 1]
     assert np.median(colour[~red]) < 0.4 and np.median(colour[red]) > 0.6
     theta_e = np.array([p["meta"]["theta_e_arcsec"] for p in draws])
-    assert theta_e.min() >= 0.5 and theta_e.max() <= 3.0 and theta_e.min() < 0.6 and theta_e.max() > 2.5
+    assert theta_e.min() >= 0.5 and theta_e.max() <= 4.0 and theta_e.min() < 0.6 and theta_e.max() > 3.5
+    # a third of the sources sit behind the caustics' centre (rings and crosses)
+    offset = np.array([p["meta"]["source_offset_arcsec"] / p["meta"]["theta_e_arcsec"] for p in draws])
+    assert 0.2 < np.mean(offset < 0.1) < 0.45 and offset.max() > 0.9
+    seeing = np.array([p["psf_fwhm_arcsec"][GRI.reference_index] for p in draws])
+    assert seeing.min() < 0.6 and seeing.max() > 1.25
 
 
 def test_arc_snr_spans_faint_to_bright():
-    _, truth = simulate_stamps(60, "ground-gri", seed=21, lens_fraction=1.0, size_px=48)
+    _, truth = simulate_stamps(80, "ground-gri", seed=21, lens_fraction=1.0)
     snr = truth["arc_snr"]
-    assert (snr < 8).any() and (snr > 50).any() and (snr > 20).mean() > 0.3
+    assert (snr < 8).any() and (snr > 500).any() and (snr > 20).mean() > 0.5
+
+
+def test_arc_snr_follows_source_brightness():
+    params = _centred_lens(1.5, seed=6)
+    snrs = []
+    for shift in (2.0, 0.0, -2.0):  # fainter, as drawn, brighter
+        brighter = copy.deepcopy(params)
+        for group in brighter["groups"]:
+            if group["lensed"]:
+                group["mags"] = [m + shift for m in group["mags"]]
+        snrs.append(truth_record(brighter, GRI, render(brighter, GRI, 64))["arc_snr"])
+    assert snrs[0] < snrs[1] < snrs[2]
+    assert snrs[2] / snrs[1] > 2.5  # 2 mag is 6.3x the flux: S/N grows at least as sqrt of it
+
+
+def test_complete_ring_when_the_source_sits_at_the_caustic_centre():
+    params = _centred_lens(2.0, seed=3)
+    record = truth_record(params, GRI, render(params, GRI, 64))
+    assert record["arc_azimuth_fraction"] > 0.9
+    # moved well outside the caustics, the same source makes a short arc and a counter-image
+    for group in params["groups"]:
+        for component in group["components"] if group["lensed"] else []:
+            component["kwargs"].update(center_x=1.8)
+    assert truth_record(params, GRI, render(params, GRI, 64))["arc_azimuth_fraction"] < 0.6
+
+
+@pytest.mark.parametrize("beta", [None, 2.5, 4.5])
+@pytest.mark.parametrize("fwhm", [0.8, 1.3])
+def test_psf_fwhm_measured_on_a_rendered_star(beta, fwhm):
+    import galsim
+
+    params = {"psf_fwhm_arcsec": [fwhm] * 3, "psf_moffat_beta": beta, "groups": [], "lens_model": None,
+              "stars": [{"x": 0.03, "y": -0.05, "mags": [20.0, 20.0, 20.0]}]}
+    star = render(params, GRI, 64)[1].astype(float)
+    assert star.sum() == pytest.approx(GRI.counts(20.0, 1), rel=2e-3)
+    # measured on fine pixels (0.05"), which add almost no width of their own
+    fine = dataclasses.replace(GRI, name="fine", pixel_scale_arcsec=0.05, stamp_size_px=128)
+    params["stars"][0].update(x=0.0, y=0.0)
+    star = render(params, fine, 128)[1].astype(float)
+    assert galsim.Image(star, scale=0.05).calculateFWHM() == pytest.approx(fwhm, rel=0.03)
+
+
+def test_correlated_noise_keeps_the_per_pixel_sigma():
+    rng = np.random.default_rng(0)
+    for correlation in (0.0, 0.5, 0.9):
+        noise = np.stack([artefacts.noise(rng, (64, 64), 3.0, correlation) for _ in range(20)])
+        assert noise.std() == pytest.approx(3.0, rel=0.05)
+        neighbours = np.corrcoef(noise[:, :, :-1].ravel(), noise[:, :, 1:].ravel())[0, 1]
+        assert (neighbours > 0.15) == (correlation > 0)
+
+
+def test_saturation_clips_and_bleeds_along_the_column():
+    image = np.zeros((30, 30), np.float32)
+    image[15, 10] = 10.0
+    image[14:17, 10] += 3.0
+    artefacts.saturate(image, 4.0)
+    assert image.max() == 4.0
+    column = image[:, 10]
+    assert (column == 4.0).sum() > 3  # the excess spilled up and down the column
+    assert (image[:, 9] == 0).all() and (image[:, 11] == 0).all()
+
+
+def test_detector_artefacts_touch_one_band():
+    params = {"sky_sigma": [1.0, 1.0, 1.0], "noise": {}, "artefacts": {
+        "cosmic_rays": [{"band": 1, "x0": 10.0, "y0": 10.0, "length_px": 8.0, "angle": 0.5, "peak": 100.0}],
+        "bad_columns": [{"band": 2, "column": 5, "offset": None}]}}
+    out = artefacts.observe(params, np.zeros((3, 32, 32), np.float32), GRI, np.random.default_rng(1))
+    assert np.nanmax(out[1]) > 50 and np.nanmax(out[0]) < 10
+    assert np.isnan(out[2][:, 5]).all() and np.isfinite(out[:2]).all()
 
 
 def test_euclid_like_renders_on_the_vis_grid():

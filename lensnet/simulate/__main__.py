@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from lensnet.simulate.dataset import generate_dataset
+from lensnet.simulate.definitions import ENGINES
 from lensnet.simulate.profiles import PROFILES
 
 
@@ -18,11 +19,14 @@ def build_parser() -> argparse.ArgumentParser:
     """Argument parser of the ``python -m lensnet.simulate`` command."""
     parser = argparse.ArgumentParser(
         prog="python -m lensnet.simulate",
-        description="Simulate lens and non-lens stamps (lenstronomy) into a Zarr cube and a Parquet truth table.",
+        description="Simulate lens and non-lens stamps into a Zarr cube and a Parquet truth table, with one of two "
+        "independent engines: lenstronomy, or GalSim + caustics.",
     )
     parser.add_argument("--out", required=True, help="output directory (stamps.zarr, truth.parquet)")
     parser.add_argument("-n", type=int, required=True, help="number of stamps")
     parser.add_argument("--profile", default="ground-gri", choices=sorted(PROFILES), help="survey profile")
+    parser.add_argument("--engine", default="lenstronomy", choices=ENGINES,
+                        help="simulator: lenstronomy (default) or galsim (GalSim light and PSFs, caustics lensing)")
     parser.add_argument("--seed", type=int, default=0, help="master random seed (default: 0)")
     parser.add_argument("--lens-fraction", type=float, default=0.5, help="fraction of lenses (default: 0.5)")
     parser.add_argument("--chunk-size", type=int, default=500, help="stamps per task and Zarr chunk (default: 500)")
@@ -55,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=not args.no_progress,
             n_workers=args.workers,
             size_px=args.size,
+            engine=args.engine,
         )
     finally:
         if client is not None:

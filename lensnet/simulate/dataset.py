@@ -26,6 +26,7 @@ import pandas as pd
 import xarray as xr
 import zarr
 
+from lensnet.simulate.definitions import ENGINES
 from lensnet.simulate.profiles import SurveyProfile, get_profile
 from lensnet.simulate.stamps import simulate_stamps
 
@@ -66,6 +67,7 @@ def _simulate_chunk(
     lens_fraction: float,
     kind_weights: dict[str, float] | None,
     size_px: int,
+    engine: str,
 ) -> pd.DataFrame:
     """Simulate objects ``start:stop``, write them as one Zarr chunk, return their truth rows."""
     stamps, truth = simulate_stamps(
@@ -76,6 +78,7 @@ def _simulate_chunk(
         kind_weights=kind_weights,
         size_px=size_px,
         index_offset=start,
+        engine=engine,
     )
     zarr.open_array(store, path=STAMPS_VARIABLE, mode="r+")[start:stop] = stamps
     return truth
@@ -122,6 +125,7 @@ def generate_dataset(
     scheduler: Literal["processes", "threads"] = "processes",
     size_px: int | None = None,
     kind_weights: dict[str, float] | None = None,
+    engine: str = "lenstronomy",
 ) -> Path:
     """Simulate ``n`` stamps in parallel and write ``stamps.zarr`` and ``truth.parquet``.
 
@@ -140,12 +144,15 @@ def generate_dataset(
             cores (the simulation holds the GIL); threads start instantly.
         size_px: stamp side (default: the profile's ``stamp_size_px``).
         kind_weights: relative frequencies of the non-lens kinds.
+        engine: simulation engine, ``"lenstronomy"`` or ``"galsim"``.
 
     Returns:
         ``out_dir`` as a Path.
     """
     if n <= 0 or chunk_size <= 0:
         raise ValueError(f"n and chunk_size must be positive (got {n}, {chunk_size})")
+    if engine not in ENGINES:
+        raise ValueError(f"unknown simulation engine {engine!r}; known engines: {', '.join(ENGINES)}")
     profile = get_profile(profile)
     size = int(size_px or profile.stamp_size_px)
     out = Path(out_dir)
@@ -153,6 +160,7 @@ def generate_dataset(
     store = out / STAMPS_STORE
     attrs = {
         "generator": "lensnet.simulate.generate_dataset",
+        "engine": engine,
         "profile": profile.name,
         "bands": list(profile.bands),
         "pixel_scale_arcsec": profile.pixel_scale_arcsec,
@@ -168,7 +176,8 @@ def generate_dataset(
     simulate = dask.delayed(_simulate_chunk, pure=True)
     tasks = [
         simulate(
-            str(store), k, start, min(start + chunk_size, n), profile, int(seed), lens_fraction, kind_weights, size
+            str(store), k, start, min(start + chunk_size, n), profile, int(seed), lens_fraction, kind_weights, size,
+            engine,
         )
         for k, start in enumerate(range(0, n, chunk_size))
     ]

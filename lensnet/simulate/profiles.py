@@ -42,7 +42,13 @@ class SurveyProfile:
             ``None`` means every band is native at ``pixel_scale_arcsec``.
         psf_jitter_frac: fractional spread (uniform, +-) of the per-stamp seeing around
             the nominal FWHM.
-        noise_jitter_frac: fractional spread (log-uniform, +-) of the per-stamp sky sigma.
+        noise_jitter_frac: fractional spread (log-uniform, +-) of the per-stamp sky sigma:
+            1.5 spans sky sigmas from 1/2.5 to 2.5 times nominal, i.e. +-1 mag of depth.
+        seeing_range_arcsec: range of the reference band's PSF FWHM that a wide population
+            spans (the seeing of the survey's worst and best fields); ``None`` means the
+            nominal FWHM times ``1 +- psf_jitter_frac``.
+        saturation_counts: pixel value at which bright stars saturate (flat cores and
+            bleed trails in simulations with artefacts).
     """
 
     name: str
@@ -57,6 +63,8 @@ class SurveyProfile:
     band_pixel_scale_arcsec: tuple[float, ...] | None = None
     psf_jitter_frac: float = 0.15
     noise_jitter_frac: float = 0.3
+    seeing_range_arcsec: tuple[float, float] | None = None
+    saturation_counts: float = 1.0e4
 
     def __post_init__(self) -> None:
         n = len(self.bands)
@@ -74,6 +82,16 @@ class SurveyProfile:
             raise ValueError(f"{self.name}: reference band {self.reference_band!r} not in {self.bands}")
         if self.pixel_scale_arcsec <= 0 or self.stamp_size_px <= 0:
             raise ValueError(f"{self.name}: pixel scale and stamp size must be positive")
+        if self.seeing_range_arcsec is not None and not 0 < self.seeing_range_arcsec[0] <= self.seeing_range_arcsec[1]:
+            raise ValueError(f"{self.name}: seeing_range_arcsec must be (low, high) with 0 < low <= high")
+
+    @property
+    def seeing_range(self) -> tuple[float, float]:
+        """(best, worst) reference-band PSF FWHM of the survey's fields, in arcsec."""
+        if self.seeing_range_arcsec is not None:
+            return self.seeing_range_arcsec
+        nominal = self.psf_fwhm_arcsec[self.reference_index]
+        return nominal * (1.0 - self.psf_jitter_frac), nominal * (1.0 + self.psf_jitter_frac)
 
     @property
     def n_bands(self) -> int:
@@ -133,6 +151,9 @@ GROUND_GRI = SurveyProfile(
     stamp_size_px=64,
     band_wavelength_nm=(475.0, 620.0, 760.0),
     reference_band="r",
+    # Fields from excellent to poor seeing and from a shallow single pass to a deep coadd.
+    noise_jitter_frac=1.5,
+    seeing_range_arcsec=(0.5, 1.4),
 )
 
 # Euclid-like: VIS (0.1"/px, 5-sigma ~25.5 mag in a 2" aperture for extended light) and

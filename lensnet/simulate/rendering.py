@@ -6,9 +6,11 @@ magnitudes), and a group is either seen directly or lensed through the object's 
 model. Because surface brightness is linear in amplitude, each group is ray-traced and
 evaluated **once** by a lenstronomy :class:`~lenstronomy.ImSim.image_model.ImageModel`
 (without PSF, on an adaptively super-sampled grid), and the bands are linear combinations of these
-group images, each convolved with its own Gaussian PSF kernel from lenstronomy's
-:class:`~lenstronomy.Data.psf.PSF` (zero-padded FFT convolution). This is ``n_bands`` times
-cheaper than calling ``ImageModel.image`` once per band, for the same images.
+group images, each convolved with its own PSF kernel (zero-padded FFT convolution): a Moffat
+profile of the stamp's ``psf_moffat_beta`` (lenstronomy's ``kernel_moffat``, integrated over
+the pixels), or a Gaussian (lenstronomy's :class:`~lenstronomy.Data.psf.PSF`) when ``beta`` is
+None. This is ``n_bands`` times cheaper than calling ``ImageModel.image`` once per band, for
+the same images. Stars are lenstronomy ``UNLENSED`` point sources drawn with the same kernel.
 
 Pixel convention: angular x runs along array columns and y along rows (no flip), and the
 object's origin sits at pixel ``((size-1)/2 + offset_y, (size-1)/2 + offset_x)``.
@@ -28,6 +30,8 @@ from lenstronomy.ImSim.image_model import ImageModel
 from lenstronomy.ImSim.Numerics.convolution import PixelKernelConvolution
 from lenstronomy.LensModel.lens_model import LensModel
 from lenstronomy.LightModel.light_model import LightModel
+from lenstronomy.PointSource.point_source import PointSource
+from lenstronomy.Util import kernel_util
 from lenstronomy.Util.param_util import ellipticity2phi_q
 from scipy import ndimage
 
@@ -46,8 +50,11 @@ SERSIC_SUPERSAMPLING = 9
 SERSIC_CORE_RADIUS_PX = 6.0
 LENSED_SUPERSAMPLING = 5
 MAX_GAUSSIAN_SUPERSAMPLING = 7
-#: Gaussian PSF kernels are cut at this many sigma.
+#: Gaussian PSF kernels are cut at this many sigma; Moffat kernels at this many FWHM.
 PSF_TRUNCATION_SIGMA = 5.0
+MOFFAT_TRUNCATION_FWHM = 4.0
+#: Sub-pixels per pixel over which Moffat kernels are integrated.
+PSF_SUPERSAMPLING = 5
 _CENTRE_KEYS = (("center_x", "center_y"), ("ra_0", "dec_0"))
 _MAX_CACHED_MODELS = 256
 
@@ -121,10 +128,36 @@ def _extent_arcsec(model: str, kwargs: Mapping[str, float]) -> tuple[float, floa
     return kwargs["R_sersic"], kwargs["R_sersic"]
 
 
-def psf_convolution(fwhm_arcsec: float, pixel_scale_arcsec: float) -> PixelKernelConvolution:
-    """Zero-padded FFT convolution by a pixelised Gaussian PSF of the given FWHM."""
-    psf = PSF(psf_type="GAUSSIAN", fwhm=fwhm_arcsec, pixel_size=pixel_scale_arcsec, truncation=PSF_TRUNCATION_SIGMA)
-    return PixelKernelConvolution(psf.kernel_point_source, convolution_type="fft")
+def psf_kernel(fwhm_arcsec: float, pixel_scale_arcsec: float, moffat_beta: float | None = None) -> np.ndarray:
+    """Normalised pixel kernel of a Moffat PSF (``moffat_beta``) or, for None, a Gaussian one."""
+    if moffat_beta is None:
+        psf = PSF(psf_type="GAUSSIAN", fwhm=fwhm_arcsec, pixel_size=pixel_scale_arcsec,
+                  truncation=PSF_TRUNCATION_SIGMA)
+        return psf.kernel_point_source
+    half = int(math.ceil(MOFFAT_TRUNCATION_FWHM * fwhm_arcsec / pixel_scale_arcsec))
+    fine = kernel_util.kernel_moffat((2 * half + 1) * PSF_SUPERSAMPLING, pixel_scale_arcsec / PSF_SUPERSAMPLING,
+                                     fwhm_arcsec, moffat_beta)
+    kernel = kernel_util.degrade_kernel(fine, PSF_SUPERSAMPLING)
+    return kernel / kernel.sum()
+
+
+def psf_convolution(
+    fwhm_arcsec: float, pixel_scale_arcsec: float, moffat_beta: float | None = None
+) -> PixelKernelConvolution:
+    """Zero-padded FFT convolution by a pixelised PSF (see :func:`psf_kernel`)."""
+    return PixelKernelConvolution(psf_kernel(fwhm_arcsec, pixel_scale_arcsec, moffat_beta), convolution_type="fft")
+
+
+def _stars_image(stars: Sequence[Mapping[str, Any]], profile: SurveyProfile, size_px: int, band: int,
+                 kernel: np.ndarray, offset_arcsec: tuple[float, float]) -> np.ndarray:
+    """Point sources (already PSF-convolved) in one band, drawn by lenstronomy."""
+    model = ImageModel(_image_data(size_px, profile.pixel_scale_arcsec),
+                       PSF(psf_type="PIXEL", kernel_point_source=kernel),
+                       point_source_class=PointSource(["UNLENSED"]))
+    kwargs_ps = [{"ra_image": np.array([s["x"] + offset_arcsec[0] for s in stars]),
+                  "dec_image": np.array([s["y"] + offset_arcsec[1] for s in stars]),
+                  "point_amp": np.array([profile.counts(s["mags"][band], band) for s in stars])}]
+    return model.image(kwargs_ps=kwargs_ps, lens_light_add=False, source_add=False, point_source_add=True)
 
 
 def _evaluate(
@@ -251,10 +284,15 @@ def render(
             -0.4 * ((mags - np.asarray(profile.zeropoint_mag)) - (mags[ref] - profile.zeropoint_mag[ref]))
         )
         unconvolved += band_ratio[:, None, None] * image[None]
-    out = np.empty_like(unconvolved, dtype=np.float32)
+    out = np.zeros_like(unconvolved, dtype=np.float32)
+    stars = (params.get("stars") or []) if part != "lensed" else []
+    beta = params.get("psf_moffat_beta")
     for b, fwhm in enumerate(params["psf_fwhm_arcsec"]):
-        if not unconvolved[b].any():
-            out[b] = 0.0
+        if not (unconvolved[b].any() or stars):
             continue
-        out[b] = psf_convolution(float(fwhm), scale).convolution2d(unconvolved[b])
+        kernel = psf_kernel(float(fwhm), scale, None if beta is None else float(beta))
+        if unconvolved[b].any():
+            out[b] = PixelKernelConvolution(kernel, convolution_type="fft").convolution2d(unconvolved[b])
+        if stars:
+            out[b] += _stars_image(stars, profile, size_px, b, kernel, offset_arcsec)
     return out

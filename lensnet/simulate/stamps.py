@@ -1,21 +1,13 @@
-"""Noisy training stamps and their truth table.
+"""Noisy training stamps and their truth table, from either simulation engine.
 
-The truth table carries, for every stamp, what a lens finder is evaluated against:
-whether it is a lens, its Einstein radius, magnitudes and colours, and two measures of how
-visible the arcs are:
-
-``arc_snr``
-    Lanusse et al. (2018, eq. 10): ``S/N = F_tot / (sigma * sqrt(N_pix))`` with ``sigma``
-    the per-pixel noise, ``N_pix`` the number of pixels where the *noiseless*
-    lensed-source image exceeds ``0.5 sigma`` (the segmentation) and ``F_tot`` the
-    lensed-source flux in those pixels. Summing inside the segmentation makes this the S/N
-    of the segmented arc, so a source spread entirely below ``0.5 sigma`` gets 0 rather
-    than a spuriously high ``F / sigma``. Computed per band (``arc_snr_<band>``);
-    ``arc_snr`` is the best band (``arc_band``), since a finder uses all bands and sources
-    may be blue or red. NaN for non-lenses, like ``theta_e_arcsec``.
-``npix_arc_1sigma``
-    Bom et al. (2022): number of pixels of the noiseless lensed-source image above
-    ``1 sigma`` of the noise, in ``arc_band``.
+:func:`simulate_stamps` draws the kinds of ``n`` objects and has the chosen engine
+(``"lenstronomy"``, this package's own, or ``"galsim"``, :mod:`lensnet.simulate.galsim_engine`)
+draw, render and observe them. Both engines write the same truth columns with the same
+meanings: whether it is a lens, its Einstein radius, magnitudes and colours, the
+observing conditions, the artefacts in the stamp, and how visible the arcs are
+(``arc_snr``, ``npix_arc_1sigma``, ``arc_azimuth_fraction``; defined in
+:mod:`lensnet.simulate.definitions`). Quantities that do not apply (the Einstein radius of
+a non-lens) are NaN.
 """
 
 from __future__ import annotations
@@ -26,7 +18,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lensnet.simulate.objects import DEFAULT_NON_LENS_WEIGHTS, NON_LENS_KINDS, draw_parameters
+from lensnet.simulate import artefacts, definitions
+from lensnet.simulate.definitions import DEFAULT_NON_LENS_WEIGHTS, ENGINES, NON_LENS_KINDS
+from lensnet.simulate.objects import draw_parameters
 from lensnet.simulate.profiles import SurveyProfile, get_profile
 from lensnet.simulate.rendering import render
 
@@ -74,29 +68,28 @@ def truth_record(
     is_lens = bool(params["is_lens"])
     bands = profile.bands
 
-    arc_snr = np.full(profile.n_bands, np.nan)  # not applicable to non-lenses
-    arc_band, npix_1sigma, lensed_mag, magnification = "", 0, _NAN, _NAN
     lensed_groups = [g for g in params["groups"] if g["lensed"]]
+    size = image_noiseless.shape[-1]
+    lensed_mag, magnification = _NAN, _NAN
     if is_lens:
         if arc_image is None:
-            arc_image = render(params, profile, image_noiseless.shape[-1], offset_px, part="lensed")
+            arc_image = render(params, profile, size, offset_px, part="lensed")
         arcs = np.asarray(arc_image, dtype=np.float64)
-        for b in range(profile.n_bands):
-            segment = arcs[b] > 0.5 * sky[b]
-            n_pix = int(np.count_nonzero(segment))
-            arc_snr[b] = arcs[b][segment].sum() / (sky[b] * np.sqrt(n_pix)) if n_pix else 0.0
-        best = int(np.argmax(arc_snr))
-        arc_band = bands[best]
-        npix_1sigma = int(np.count_nonzero(arcs[best] > sky[best]))
+        centre = ((size - 1) / 2 + offset_px[0], (size - 1) / 2 + offset_px[1])
+        arc = definitions.arc_truth(arcs, sky, bands, centre, meta["theta_e_arcsec"] / profile.pixel_scale_arcsec)
         lensed_mag = profile.magnitude(float(arcs[ref].sum()), ref)
         magnification = float(arcs[ref].sum() / profile.counts(meta["source_mag"], ref))
+    else:
+        arc = definitions.no_arc_truth(bands)
 
     object_groups = [g for g in params["groups"] if not g["lensed"] and not g["name"].startswith("field")]
     object_mags = _group_band_mags(object_groups, profile)
     lens_mags = _group_band_mags([g for g in params["groups"] if g["name"] == "lens_light"], profile)
     source_mags = _group_band_mags(lensed_groups, profile)
 
+    detector = params.get("artefacts") or {}
     record: dict[str, Any] = {
+        "engine": str(params.get("engine", "lenstronomy")),
         "kind": str(params["kind"]),
         "is_lens": is_lens,
         "theta_e_arcsec": float(meta.get("theta_e_arcsec", _NAN)),
@@ -104,9 +97,10 @@ def truth_record(
         "source_mag": float(meta.get("source_mag", _NAN)),
         "main_mag": float(meta["main_mag"]),
         "stamp_mag": profile.magnitude(float(image_noiseless[ref].sum()), ref),
-        "arc_snr": float(arc_snr.max()) if is_lens else _NAN,
-        "arc_band": arc_band,
-        "npix_arc_1sigma": npix_1sigma,
+        "arc_snr": arc["arc_snr"],
+        "arc_band": arc["arc_band"],
+        "npix_arc_1sigma": arc["npix_arc_1sigma"],
+        "arc_azimuth_fraction": arc["arc_azimuth_fraction"],
         "lensed_source_mag": lensed_mag,
         "magnification": magnification,
         "z_lens": float(meta.get("z_lens", _NAN)),
@@ -116,13 +110,17 @@ def truth_record(
         "source_r_eff_arcsec": float(meta.get("source_r_eff_arcsec", _NAN)),
         "n_source_clumps": int(meta.get("n_source_clumps", 0)),
         "lens_q": float(meta.get("lens_q", _NAN)),
+        "lens_slope": float(meta.get("lens_slope", _NAN)),
         "shear_gamma": float(meta.get("shear_gamma", _NAN)),
         "main_r_eff_arcsec": float(meta.get("main_r_eff_arcsec", _NAN)),
         "psf_fwhm_arcsec": float(psf[ref]),
         "sky_sigma": float(sky[ref]),
+        "n_stars": len(params.get("stars") or []),
+        "n_cosmic_rays": len(detector.get("cosmic_rays", [])),
+        "n_bad_columns": len(detector.get("bad_columns", [])),
     }
     for b, band in enumerate(bands):
-        record[f"arc_snr_{band}"] = float(arc_snr[b])
+        record[f"arc_snr_{band}"] = arc[f"arc_snr_{band}"]
         record[f"object_mag_{band}"] = float(object_mags[b])
         record[f"lens_mag_{band}"] = float(lens_mags[b])
         record[f"source_mag_{band}"] = float(source_mags[b])
@@ -167,12 +165,12 @@ def simulate_stamps(
     kind_weights: dict[str, float] | None = None,
     size_px: int | None = None,
     index_offset: int = 0,
+    engine: str = "lenstronomy",
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Simulate ``n`` noisy stamps with their truth table.
 
-    Each stamp has its own seeing and noise level (see
-    :func:`lensnet.simulate.objects.draw_conditions`) and its object is offset from the
-    stamp centre by up to :data:`CENTRING_JITTER_PX` per axis.
+    Each stamp has its own observing conditions, neighbours and artefacts, and its object
+    is offset from the stamp centre by up to :data:`CENTRING_JITTER_PX` per axis.
 
     Args:
         n: number of stamps.
@@ -182,15 +180,22 @@ def simulate_stamps(
         kind_weights: relative frequencies of the non-lens kinds.
         size_px: stamp side (default: the profile's ``stamp_size_px``).
         index_offset: first value of the ``stamp_index`` column (for chunked datasets).
+        engine: ``"lenstronomy"`` or ``"galsim"`` (the independent second simulator).
 
     Returns:
         float32 stamps (n, n_bands, size, size) in counts, and a truth DataFrame with one
         row per stamp (column ``stamp_index`` gives the stamp's position plus ``index_offset``).
     """
+    if engine not in ENGINES:
+        raise ValueError(f"unknown simulation engine {engine!r}; known engines: {', '.join(ENGINES)}")
     profile = get_profile(profile)
     size = int(size_px or profile.stamp_size_px)
     rng = np.random.default_rng(seed)
     kinds = draw_kinds(rng, n, lens_fraction, kind_weights)
+    if engine == "galsim":
+        from lensnet.simulate.galsim_engine import simulate_stamps as simulate_galsim
+
+        return simulate_galsim(n, profile, int(rng.integers(2**63 - 1)), kinds, size, index_offset)
     stamps = np.empty((n, profile.n_bands, size, size), dtype=np.float32)
     records = []
     for i, kind in enumerate(kinds):
@@ -200,11 +205,7 @@ def simulate_stamps(
         # rendered in two parts so that the truth record reuses the arcs-only image
         arcs = render(params, profile, size, offset_px=offset, part="lensed")
         image = arcs + render(params, profile, size, offset_px=offset, part="unlensed")
-        noise = (
-            rng.standard_normal(image.shape, dtype=np.float32)
-            * np.asarray(params["sky_sigma"], np.float32)[:, None, None]
-        )
-        stamps[i] = image + noise
+        stamps[i] = artefacts.observe(params, image, profile, rng)
         record = {
             "stamp_index": index_offset + i,
             **truth_record(params, profile, image, offset_px=offset, arc_image=arcs),
