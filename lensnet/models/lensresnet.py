@@ -48,9 +48,11 @@ class LensResNet(nn.Module):
         widths: tuple[int, ...] = (32, 64, 96, 128),
         blocks_per_stage: int = 1,
         dropout: float = 0.1,
+        stem_kernel: int = 3,
+        stem_stride: int = 1,
     ):
         super().__init__()
-        self.stem = nn.Conv2d(bands, widths[0], 3, 1, 1, bias=False)
+        self.stem = nn.Conv2d(bands, widths[0], stem_kernel, stem_stride, stem_kernel // 2, bias=False)
         stages: list[nn.Module] = []
         in_channels = widths[0]
         for index, width in enumerate(widths):
@@ -75,6 +77,16 @@ class LensResNet(nn.Module):
 @register_model(input_size_px=64, reference="after Lanusse et al. 2018 (CMU DeepLens)")
 def lensresnet_small(bands: int = 3, **kwargs) -> nn.Module:
     """Four stages (32, 64, 96, 128 channels), one residual unit each: ~0.5M parameters."""
+    return LensResNet(bands=bands, **kwargs)
+
+
+@register_model(input_size_px=64, reference="after Lanusse et al. 2018 (CMU DeepLens)")
+def lensresnet_fast(bands: int = 3, **kwargs) -> nn.Module:
+    """lensresnet-small's stages behind a 5x5 stride-2 stem: ~0.5M parameters at a seventh of
+    the cost, since no residual unit runs at full resolution (arcs are several pixels wide
+    once seen through a ground-based PSF, so the first convolution can halve the grid)."""
+    kwargs.setdefault("stem_kernel", 5)
+    kwargs.setdefault("stem_stride", 2)
     return LensResNet(bands=bands, **kwargs)
 
 
