@@ -20,6 +20,36 @@ def _interval(entry: dict) -> str:
     return f"{entry['value']:.4f} (95% bootstrap interval {low:.4f}–{high:.4f})"
 
 
+def _engines(data: object) -> str:
+    members = data if isinstance(data, list) else [data]
+    names = []
+    for member in members:
+        if isinstance(member, dict) and "simulate" in member:
+            names.append(member["simulate"].get("engine", "lenstronomy"))
+        else:
+            names.append(f"stamps in {member}")
+    return " and ".join(dict.fromkeys(names))
+
+
+def _held_out(attrs: dict) -> str:
+    members = attrs.get("members") if isinstance(attrs, dict) else None
+    if not members:
+        return _compact(attrs)
+    return " + ".join(f"{m.get('engine', 'lenstronomy')}/{m.get('profile')}/seed {m.get('seed')} (n={m.get('n')})"
+                      for m in members)
+
+
+def _compact(data: object) -> str:
+    return json.dumps(data, separators=(", ", ": "))
+
+
+def _duration(history: list, training: dict) -> str:
+    seconds = sum(entry.get("seconds", 0) for entry in history)
+    if not seconds:
+        return ""
+    return f"; the recorded run trained for {seconds / 60:.0f} min on `{training.get('device', '?')}`"
+
+
 def render_card(directory: str | Path) -> str:
     directory = resolve_checkpoint(directory)
     config = load_config(directory)
@@ -45,10 +75,12 @@ def render_card(directory: str | Path) -> str:
         "prevalence with `lensnet.metrics.prior_shift` (Lanusse et al. 2018, eq. 5).",
         "",
         "## Training data",
-        f"- Simulated with lenstronomy by `lensnet.simulate`: `{recipe.get('data')}`.",
-        "- Lenses: SIE + external shear, Sérsic lens light, clumpy extended sources (20% red); non-lenses: "
-        "ellipticals, spirals, rings, mergers, close blue companions, edge-on discs; PSF, noise and colours "
-        "jittered per stamp.",
+        f"- Simulated by `lensnet.simulate` ({_engines(recipe.get('data'))}): `{_compact(recipe.get('data'))}`.",
+        "- See `lensnet/simulate/objects.py` (lenstronomy) and `lensnet/simulate/galsim_engine/population.py` "
+        "(GalSim + caustics) for the populations: lenses from complete rings to single arcs, arc S/N from "
+        "invisible to thousands, θE 0.5–4″; ring galaxies, star-forming rings, blue (some tangential) companions, "
+        "spirals, mergers, edge-on discs; seeing, depth, PSF wings, correlated noise, neighbours, stars and "
+        "detector artefacts varied per stamp.",
         f"- {training.get('data', {}).get('n_train', '?')} training and {training.get('data', {}).get('n_val', '?')} "
         "validation stamps; augmentation (dihedral symmetries, rotation, zoom 0.8–1.2, shifts) applied alike to "
         "both classes.",
@@ -59,10 +91,11 @@ def render_card(directory: str | Path) -> str:
         f"checkpoint at the best validation loss (epoch {best.get('epoch', '?')}, val loss "
         f"{best.get('val_loss', float('nan')):.4f}).",
         f"- Trained on `{training.get('device', '?')}` with: `{training.get('command', '')}`.",
-        "- Reproduce: `make train-default` (minutes on a GPU; many hours on a 2-core CPU).",
+        f"- Reproduce: `make train-default`{_duration(history, training)}.",
         "",
         "## Held-out evaluation",
-        f"On `{metrics.get('data', {})}` ({metrics.get('n', '?')} stamps, {metrics.get('n_lenses', '?')} lenses):",
+        f"On `{_held_out(metrics.get('data', {}))}` ({metrics.get('n', '?')} stamps, {metrics.get('n_lenses', '?')} "
+        "lenses):",
         "",
         "| metric | value |",
         "|---|---|",
@@ -77,6 +110,31 @@ def render_card(directory: str | Path) -> str:
                      f"({bright['n_detected']}/{bright['n_lenses']}) |")
     if "completeness_all_lenses" in metrics:
         lines.append(f"| completeness at the threshold, all lenses | {metrics['completeness_all_lenses']:.4f} |")
+    if metrics.get("by_data"):
+        lines += ["", "The same, held-out set by held-out set:", "",
+                  "| held-out set | AUROC | TPR0 | TPR10 | FPR at the threshold | completeness at the threshold, "
+                  "θE > 1.4″ and arc S/N > 20 |", "|---|---|---|---|---|---|"]
+        for label, part in metrics["by_data"].items():
+            bright_part = part.get("completeness_theta_e_gt_1.4_snr_gt_20", {})
+            lines.append(f"| {label} | {_interval(part['auroc'])} | {part['tpr0']['value']:.4f} | "
+                         f"{part['tpr10']['value']:.4f} | {part['fpr_at_threshold']:.4f} | "
+                         f"{bright_part.get('value', float('nan')):.4f} ({bright_part.get('n_detected', 0)}/"
+                         f"{bright_part.get('n_lenses', 0)}) |")
+    evaluation = directory / "evaluation.json"
+    if evaluation.is_file():
+        from lensnet.crosssim import render_tables
+
+        result = json.loads(evaluation.read_text())
+        lines += [
+            "",
+            "## Cross-simulator evaluation",
+            "Held-out sets of each simulator, measured by `lensnet.evaluate` (bootstrap 95% intervals); the "
+            "sanity table counts unmistakable lenses (θE > 1.2″, arc S/N > 50, complete rings, crosses and long "
+            "arcs) and each kind of look-alike above the model's threshold. Command: "
+            f"`{result.get('command', '')}`.",
+            "",
+            render_tables(result),
+        ]
     comparison = directory / "comparison.json"
     if comparison.is_file():
         from lensnet.compare import render_table
@@ -94,9 +152,10 @@ def render_card(directory: str | Path) -> str:
     lines += [
         "",
         "## Limits",
-        "- Trained on simulations of one ground-based survey profile (`ground-gri`); real images have other PSFs, "
-        "noise, artefacts and galaxy populations, so expect more false positives on real data, as every published "
-        "finder reported. Fine-tune on a few hundred labelled stamps of the target survey (`--init-from`).",
+        "- Trained on simulations of one ground-based survey profile (`ground-gri`), from two independent "
+        "simulators; real images have other PSFs, noise, artefacts and galaxy populations, so expect more false "
+        "positives on real data, as every published finder reported. Fine-tune on a few hundred labelled stamps "
+        "of the target survey (`--init-from`).",
         "- Scores are probabilities at the training prevalence, not at the ~1e-4 prevalence of lenses in a survey.",
         "",
     ]

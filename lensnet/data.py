@@ -1,7 +1,19 @@
-"""Reading simulated (or labelled real) stamp sets: ``stamps.zarr`` beside ``truth.parquet``."""
+"""Reading simulated (or labelled real) stamp sets: ``stamps.zarr`` beside ``truth.parquet``.
+
+A *data spec* names a stamp set: a directory written by ``python -m lensnet.simulate``;
+``{"simulate": {"profile", "n", "seed", "engine", ...}}`` to simulate one in memory; or a
+list of these, concatenated (e.g. the same survey from both simulation engines).
+
+Simulating takes longer than training on a small machine. With the environment variable
+``LENSNET_SIMULATION_CACHE`` set to a directory, a ``simulate`` spec is written there once
+(as ``python -m lensnet.simulate`` would write it; the same seeds give the same stamps)
+and read back by every later run that names it.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,11 +59,11 @@ def load_stamp_set(directory: str | Path, limit: int | None = None) -> StampSet:
 
 
 def _simulate_chunk(profile: str, n: int, seed: int, chunk_index: int, start: int, lens_fraction: float,
-                    size_px: int | None) -> tuple[np.ndarray, pd.DataFrame]:
+                    size_px: int | None, engine: str) -> tuple[np.ndarray, pd.DataFrame]:
     from lensnet.simulate import simulate_stamps
 
     return simulate_stamps(n, profile, np.random.SeedSequence([seed, chunk_index]), lens_fraction=lens_fraction,
-                           size_px=size_px, index_offset=start)
+                           size_px=size_px, index_offset=start, engine=engine)
 
 
 def simulated_stamp_set(
@@ -63,11 +75,13 @@ def simulated_stamp_set(
     size_px: int | None = None,
     processes: int | None = None,
     progress: bool = True,
+    engine: str = "lenstronomy",
 ) -> StampSet:
     """Simulate a stamp set in memory, in parallel processes, without touching the disk.
 
     Chunks are seeded exactly as ``lensnet.simulate.generate_dataset`` seeds them, so
-    the same (profile, n, seed, lens_fraction, chunk_size) gives the same stamps either way.
+    the same (engine, profile, n, seed, lens_fraction, chunk_size) gives the same stamps
+    either way.
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -82,21 +96,106 @@ def simulated_stamp_set(
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
         futures = [pool.submit(_simulate_chunk, profile, min(chunk_size, n - start), seed, index, start,
-                               lens_fraction, size_px) for index, start in enumerate(starts)]
-        results = [future.result() for future in tqdm(futures, desc=f"simulating {n} stamps", disable=not progress)]
+                               lens_fraction, size_px, engine) for index, start in enumerate(starts)]
+        results = [future.result() for future in tqdm(futures, desc=f"simulating {n} {engine} stamps",
+                                                       disable=not progress)]
     return StampSet(
         stamps=np.concatenate([stamps for stamps, _ in results]),
         truth=pd.concat([truth for _, truth in results], ignore_index=True),
         bands=list(survey.bands),
-        attrs={"profile": survey.name, "pixel_scale_arcsec": survey.pixel_scale_arcsec, "seed": seed,
-               "n": n, "lens_fraction": lens_fraction, "chunk_size": chunk_size},
+        attrs={"engine": engine, "profile": survey.name, "pixel_scale_arcsec": survey.pixel_scale_arcsec,
+               "seed": seed, "n": n, "lens_fraction": lens_fraction, "chunk_size": chunk_size},
     )
 
 
-def stamp_set_from_spec(spec: str | dict, limit: int | None = None) -> StampSet:
-    """A dataset directory, or ``{"simulate": {profile, n, seed, ...}}`` to simulate in memory."""
+DataSpec = str | dict | list
+
+
+def describe_spec(spec: DataSpec) -> str:
+    """A short label of a data spec for tables: ``galsim/ground-gri/seed 202`` or a directory name."""
+    if isinstance(spec, list):
+        return " + ".join(describe_spec(item) for item in spec)
     if isinstance(spec, dict):
-        if set(spec) != {"simulate"}:
-            raise ValueError(f"a data mapping must be {{'simulate': {{...}}}}, got keys {sorted(spec)}")
+        settings = spec.get("simulate", {})
+        return f"{settings.get('engine', 'lenstronomy')}/{settings.get('profile', '?')}/seed {settings.get('seed', '?')}"
+    return Path(spec).name or str(spec)
+
+
+def _check_spec(spec: DataSpec) -> None:
+    if isinstance(spec, dict) and set(spec) != {"simulate"}:
+        raise ValueError(f"a data mapping must be {{'simulate': {{...}}}}, got keys {sorted(spec)}")
+    if isinstance(spec, list) and not spec:
+        raise ValueError("a list of data specs must not be empty")
+
+
+SIMULATION_CACHE_ENV = "LENSNET_SIMULATION_CACHE"
+#: The keyword defaults of a simulate spec, so that equal specs share one cache entry.
+_SIMULATE_DEFAULTS = {"engine": "lenstronomy", "lens_fraction": 0.5, "chunk_size": 500, "size_px": None}
+
+
+def materialise(spec: DataSpec, directory: str | Path) -> str | list:
+    """Write a ``simulate`` spec to ``directory`` once (reused while its ``spec.json`` matches).
+
+    Directories pass through; a list is materialised member by member into
+    ``directory/0``, ``directory/1``, ... Returns the directory (or list of them).
+    """
+    directory = Path(directory)
+    if isinstance(spec, list):
+        return [materialise(member, directory / str(index)) for index, member in enumerate(spec)]
+    if not isinstance(spec, dict):
+        return spec
+    from lensnet.simulate import generate_dataset
+
+    settings = {**_SIMULATE_DEFAULTS, **spec["simulate"]}
+    settings.pop("processes", None)
+    settings.pop("progress", None)
+    marker = directory / "spec.json"
+    if not (marker.is_file() and json.loads(marker.read_text()) == settings
+            and (directory / "truth.parquet").is_file()):
+        generate_dataset(directory, **settings)
+        marker.write_text(json.dumps(settings, sort_keys=True) + "\n")
+    return str(directory)
+
+
+def _cache_name(settings: dict) -> str:
+    merged = {**_SIMULATE_DEFAULTS, **settings}
+    return (f"{merged['engine']}-{merged['profile']}-n{merged['n']}-seed{merged['seed']}"
+            f"-lens{merged['lens_fraction']}-chunk{merged['chunk_size']}-size{merged['size_px'] or 'default'}")
+
+
+def stamp_set_from_spec(spec: DataSpec, limit: int | None = None) -> StampSet:
+    """Load or simulate the stamp set a data spec names (see the module docstring).
+
+    A list is concatenated in order: its members must share bands and stamp size; the
+    truth gains a ``data_set`` column (the member's :func:`describe_spec` label) and its
+    ``attrs`` list the members' under ``"members"``. ``limit`` applies to each directory.
+    """
+    _check_spec(spec)
+    if isinstance(spec, list):
+        parts = [stamp_set_from_spec(item, limit) for item in spec]
+        return concatenate(parts, [describe_spec(item) for item in spec])
+    if isinstance(spec, dict):
+        cache = os.environ.get(SIMULATION_CACHE_ENV)
+        if cache:
+            return load_stamp_set(materialise(spec, Path(cache) / _cache_name(spec["simulate"])))
         return simulated_stamp_set(**spec["simulate"])
     return load_stamp_set(spec, limit)
+
+
+def concatenate(parts: list[StampSet], labels: list[str]) -> StampSet:
+    """One stamp set from several with the same bands and stamp shape (truth labelled by ``labels``)."""
+    first = parts[0]
+    for part, label in zip(parts, labels, strict=True):
+        if part.bands != first.bands or part.stamps.shape[1:] != first.stamps.shape[1:]:
+            raise ValueError(f"cannot concatenate {label!r} (bands {part.bands}, stamps {part.stamps.shape[1:]}) with "
+                             f"{labels[0]!r} (bands {first.bands}, stamps {first.stamps.shape[1:]})")
+    stamps = np.empty((sum(len(p.stamps) for p in parts), *first.stamps.shape[1:]), dtype=np.float32)
+    start, truths = 0, []
+    for part, label in zip(parts, labels, strict=True):
+        stamps[start : start + len(part.stamps)] = part.stamps
+        start += len(part.stamps)
+        part.stamps = stamps[:0]  # let the member's pixels go as soon as they are copied
+        truths.append(part.truth.assign(data_set=label))
+    attrs = {key: first.attrs[key] for key in ("profile", "pixel_scale_arcsec") if key in first.attrs}
+    attrs["members"] = [dict(part.attrs) for part in parts]
+    return StampSet(stamps=stamps, truth=pd.concat(truths, ignore_index=True), bands=first.bands, attrs=attrs)

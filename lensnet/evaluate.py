@@ -39,9 +39,9 @@ import torch
 import yaml
 from scipy import stats
 
-from lensnet import metrics
+from lensnet import crosssim, metrics, sanity
 from lensnet.checkpoint import LoadedModel, ModelConfig, load_model
-from lensnet.data import StampSet, stamp_set_from_spec
+from lensnet.data import StampSet, describe_spec, stamp_set_from_spec
 from lensnet.plots import format_summary, write_plots
 from lensnet.preprocess import normalise
 
@@ -346,20 +346,58 @@ def _json_safe(value: Any) -> Any:
 # --------------------------------------------------------------------------------------
 
 
+def _simulation_key(spec: Any) -> tuple | None:
+    if isinstance(spec, dict) and "simulate" in spec:
+        settings = spec["simulate"]
+        # chunk k of (engine, profile, seed) is seeded [seed, k] whatever n is: the same stamps
+        return settings.get("engine", "lenstronomy"), settings.get("profile"), settings.get("seed")
+    if isinstance(spec, str):
+        return ("directory", str(Path(spec).resolve()))
+    return None
+
+
 def _shares_simulation(spec: str | dict, config: ModelConfig) -> str | None:
-    """Which recorded data set of the checkpoint a simulate spec draws the same stamps from."""
-    if not isinstance(spec, dict):
+    """``"data"`` if ``spec`` repeats (part of) the data the checkpoint was trained and validated on."""
+    mine = _simulation_key(spec)
+    if mine is None:
         return None
-    mine = spec["simulate"]
     recipe = config.training.get("recipe", {})
-    for role in ("data", "test_data"):
+    for role in ("data",):
         theirs = recipe.get(role)
-        if isinstance(theirs, dict) and "simulate" in theirs:
-            theirs = theirs["simulate"]
-            # Chunk k of (profile, seed) is seeded [seed, k] whatever n is: the same stamps.
-            if (mine.get("profile"), mine.get("seed")) == (theirs.get("profile"), theirs.get("seed")):
+        for member in theirs if isinstance(theirs, list) else [theirs]:
+            if _simulation_key(member) == mine:
                 return role
     return None
+
+
+def _score(model: str | Path, data: str | dict | list, device: str, batch_size: int, limit: int | None,
+           tta: bool) -> tuple[LoadedModel, StampSet, np.ndarray, str | None, torch.device]:
+    """Load (or simulate) a stamp set, check it against the model and score it."""
+    stamp_set = stamp_set_from_spec(data, limit)  # simulate before CUDA is initialised
+    chosen = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if device == "auto" else device))
+    loaded = load_model(model, device=chosen)
+    check_compatible(stamp_set, loaded.config)
+    overlap = next(filter(None, (_shares_simulation(member, loaded.config)
+                                 for member in (data if isinstance(data, list) else [data]))), None)
+    if overlap:
+        print(f"warning: this simulation shares its profile and seed with the checkpoint's recorded {overlap!r}: "
+              "it is not held-out data", file=sys.stderr)
+    return loaded, stamp_set, score_stamps(loaded, stamp_set.stamps, chosen, batch_size, tta=tta), overlap, chosen
+
+
+def _write(out: Path, report: dict[str, Any], stamp_set: StampSet, logits: np.ndarray, plots: bool) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    if plots:
+        report["plots"] = {name: path.name for name, path in write_plots(
+            out, stamp_set.truth["is_lens"].to_numpy().astype(bool), logits, report).items()}
+    scores = stamp_set.truth.copy()
+    scores["logit"], scores["score"] = logits, _sigmoid(logits).astype(np.float32)
+    scores.to_parquet(out / "scores.parquet")
+    report = _json_safe(report)
+    (out / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False, default=str) + "\n")
+    (out / "summary.txt").write_text(format_summary(report) + "\n")
+    return report
 
 
 def evaluate(model: str | Path, data: str | dict, out: str | Path | None = None,
@@ -381,16 +419,7 @@ def evaluate(model: str | Path, data: str | dict, out: str | Path | None = None,
     """
     settings = settings or EvaluationSettings()
     started = time.perf_counter()
-    stamp_set = stamp_set_from_spec(data, limit)  # simulate before CUDA is initialised
-    chosen = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if device == "auto" else device))
-    loaded = load_model(model, device=chosen)
-    check_compatible(stamp_set, loaded.config)
-    overlap = _shares_simulation(data, loaded.config)
-    if overlap:
-        print(f"warning: this simulation shares its profile and seed with the checkpoint's recorded {overlap!r}: "
-              "it is not held-out data", file=sys.stderr)
-    logits = score_stamps(loaded, stamp_set.stamps, chosen, batch_size, tta=tta)
+    loaded, stamp_set, logits, overlap, chosen = _score(model, data, device, batch_size, limit, tta)
     report: dict[str, Any] = {
         "tta": tta,
         "model": {"name": loaded.config.name, "path": str(loaded.path), "architecture": loaded.config.architecture,
@@ -400,21 +429,52 @@ def evaluate(model: str | Path, data: str | dict, out: str | Path | None = None,
         "settings": asdict(settings),
         **full_report(stamp_set.truth, logits, loaded.config.threshold, loaded.config.train_prevalence, settings),
     }
+    report["by_kind"] = sanity.by_kind(stamp_set.truth, _sigmoid(logits), loaded.config.threshold)
     report.update({"command": command, "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                    "device": str(chosen), "seconds": round(time.perf_counter() - started, 1)})
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        if plots:
-            report["plots"] = {name: path.name for name, path in write_plots(
-                out, stamp_set.truth["is_lens"].to_numpy().astype(bool), logits, report).items()}
-        scores = stamp_set.truth.copy()
-        scores["logit"], scores["score"] = logits, _sigmoid(logits).astype(np.float32)
-        scores.to_parquet(out / "scores.parquet")
-        report = _json_safe(report)
-        (out / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False, default=str) + "\n")
-        (out / "summary.txt").write_text(format_summary(report) + "\n")
+        report = _write(Path(out), report, stamp_set, logits, plots)
     return _json_safe(report)
+
+
+def evaluate_sets(model: str | Path, specs: Sequence[str | dict | list], out: str | Path | None = None,
+                  settings: EvaluationSettings | None = None, device: str = "auto", batch_size: int = 256,
+                  limit: int | None = None, command: str = "", tta: bool = False, record: bool = False
+                  ) -> dict[str, Any]:
+    """Measure one checkpoint on several held-out sets side by side (:mod:`lensnet.crosssim`).
+
+    With ``out``, ``cross_simulator.json`` and ``cross_simulator.md`` go there and each
+    set's ``scores.parquet`` into a subdirectory named after it; with ``record``, the
+    tables are also written to ``evaluation.json`` beside the checkpoint.
+    """
+    settings = settings or EvaluationSettings()
+    truths, logits, labels = [], [], []
+    loaded = None
+    for spec in specs:
+        loaded, stamp_set, set_logits, _, _ = _score(model, spec, device, batch_size, limit, tta)
+        label = describe_spec(spec)
+        truths.append(stamp_set.truth)
+        logits.append(set_logits)
+        labels.append(label)
+        if out is not None:
+            directory = Path(out) / label.replace("/", "_").replace(" ", "")
+            directory.mkdir(parents=True, exist_ok=True)
+            scores = stamp_set.truth.copy()
+            scores["logit"], scores["score"] = set_logits, _sigmoid(set_logits).astype(np.float32)
+            scores.to_parquet(directory / "scores.parquet")
+    assert loaded is not None
+    report = crosssim.cross_report(truths, logits, labels, loaded.config.threshold, settings.n_bootstrap,
+                                   settings.seed, settings.target_fpr)
+    report["model"] = {"name": loaded.config.name, "path": str(loaded.path),
+                       "weights_sha256": loaded.weights_sha256, "tta": tta}
+    report = _json_safe(report)
+    if out is not None:
+        Path(out, "cross_simulator.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+        Path(out, "cross_simulator.md").write_text(crosssim.render_tables(report) + "\n")
+    if record:
+        path = crosssim.record(loaded.path, report, command, list(specs))
+        print(f"recorded: {path}")
+    return report
 
 
 def parse_data_spec(text: str) -> str | dict[str, Any]:
@@ -440,7 +500,12 @@ def _parse_bins(items: Sequence[str]) -> dict[str, tuple[float, ...]]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m lensnet.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default", help="shipped model name or checkpoint directory")
-    parser.add_argument("--data", required=True, help="dataset directory, or YAML/JSON '{simulate: {...}}' (or a file)")
+    parser.add_argument("--data", required=True, action="append",
+                        help="dataset directory, or YAML/JSON '{simulate: {...}}' (or a file); repeat it to measure "
+                             "several held-out sets side by side, e.g. one per simulation engine")
+    parser.add_argument("--record", action="store_true",
+                        help="write the side-by-side tables to evaluation.json beside the checkpoint (its model card "
+                             "shows them)")
     parser.add_argument("--out", help="directory for report.json, summary.txt, scores.parquet and PNG plots")
     parser.add_argument("--beta", type=float, nargs="+", default=[metrics.BETA_BOM, metrics.BETA_WILDE],
                         help="F_beta weights (default sqrt(0.001), Bom et al.; and 0.03, Wilde et al.)")
@@ -469,10 +534,19 @@ def main(argv: list[str] | None = None) -> int:
                                   n_bootstrap=args.bootstrap, seed=args.seed, bins=_parse_bins(args.bins),
                                   interval=args.interval)
     command = "python -m lensnet.evaluate " + " ".join(shlex.quote(arg) for arg in (argv or sys.argv[1:]))
-    report = evaluate(args.model, parse_data_spec(args.data), args.out, settings, device=args.device,
+    specs = [parse_data_spec(text) for text in args.data]
+    if len(specs) > 1 or args.record:
+        report = evaluate_sets(args.model, specs, args.out, settings, device=args.device, batch_size=args.batch_size,
+                               limit=args.limit, command=command, tta=args.tta, record=args.record)
+        print(crosssim.render_tables(report))
+        if args.out:
+            print(f"report: {Path(args.out) / 'cross_simulator.json'}")
+        return 0
+    report = evaluate(args.model, specs[0], args.out, settings, device=args.device,
                       batch_size=args.batch_size, limit=args.limit, plots=not args.no_plots, command=command,
                       tta=args.tta)
     print(format_summary(report))
+    print(sanity.format_rows(report["by_kind"]))
     if args.out:
         print(f"report: {Path(args.out) / 'report.json'}")
     return 0

@@ -53,9 +53,9 @@ CV_SUMMARY_FILE = "cv_summary.json"
 class TrainConfig:
     """Every knob of a training run (YAML keys and ``--flags`` share these names)."""
 
-    data: str | dict[str, Any]
+    data: str | dict[str, Any] | list[Any]
     out: str
-    test_data: str | dict[str, Any] | None = None
+    test_data: str | dict[str, Any] | list[Any] | None = None
     architecture: str = "lensresnet-small"
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
     normalisation: str = "asinh_stretch"
@@ -89,9 +89,18 @@ def set_seeds(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+#: Stamps normalised at a time: the reference normalisations work in float64 copies.
+NORMALISE_CHUNK = 4096
+
+
 def prepare_inputs(stamps: np.ndarray, config: TrainConfig) -> torch.Tensor:
-    inputs, _ = normalise(stamps, config.normalisation, **config.normalisation_params)
-    return torch.from_numpy(inputs)
+    """The normalised float32 network inputs of ``stamps``, computed chunk by chunk."""
+    inputs = torch.empty(stamps.shape, dtype=torch.float32)
+    for start in range(0, len(stamps), NORMALISE_CHUNK):
+        chunk, _ = normalise(stamps[start : start + NORMALISE_CHUNK], config.normalisation,
+                             **config.normalisation_params)
+        inputs[start : start + len(chunk)] = torch.from_numpy(chunk)
+    return inputs
 
 
 def holdout_split(n: int, validation_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -159,6 +168,7 @@ def train(config: TrainConfig, command: str | None = None) -> Path:
     device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if config.device == "auto" else config.device))
     inputs = prepare_inputs(data.stamps, config)
+    data.stamps = data.stamps[:0]  # the raw pixels are no longer needed; free their memory
     labels = torch.from_numpy(data.labels)
     if device.type == "cuda":
         # The whole training set sits on the GPU: no host-device copies per batch.
@@ -224,7 +234,7 @@ def _fit(config: TrainConfig, data: StampSet, inputs: torch.Tensor, labels: torc
     start_epoch, best_val, history = 0, float("inf"), []
     validation: dict[str, Any] = {}
     if config.resume and state_path.is_file():
-        state = torch.load(state_path, map_location=device, weights_only=False)
+        state = torch.load(state_path, map_location=device, weights_only=True)  # never unpickle code
         if state.get("epochs") != config.epochs:
             raise ValueError(f"{state_path} belongs to a {state.get('epochs')}-epoch schedule; resume with "
                              f"--epochs {state.get('epochs')}")
@@ -308,11 +318,22 @@ def _fit(config: TrainConfig, data: StampSet, inputs: torch.Tensor, labels: torc
 
 
 def evaluate_checkpoint(out: Path, test: StampSet, config: TrainConfig, device: torch.device) -> dict[str, Any]:
-    """Score a held-out set with the best checkpoint and store the metrics in its config."""
+    """Score a held-out set with the best checkpoint and store the metrics in its config.
+
+    A held-out set made of several (``test_data`` as a list, e.g. one per simulation
+    engine) is also reported member by member under ``metrics["by_data"]``.
+    """
     loaded = load_model(out, device=device)
     logits = predict_logits(loaded.module, prepare_inputs(test.stamps, config), device)
     report = evaluation_report(test.truth, logits, loaded.config.threshold)
     report["data"] = _jsonable(test.attrs)
+    if "data_set" in test.truth:
+        report["by_data"] = {}
+        for label, rows in test.truth.groupby("data_set", sort=False).groups.items():
+            index = np.asarray(rows)
+            part = evaluation_report(test.truth.iloc[index].reset_index(drop=True), logits[index],
+                                     loaded.config.threshold)
+            report["by_data"][str(label)] = part
     loaded.config.metrics = report
     (out / CONFIG_FILE).write_text(loaded.config.to_json() + "\n")
     print(json.dumps(report, indent=2))

@@ -1,0 +1,162 @@
+"""Cross-simulator validation: one model measured on held-out sets of every simulator, side by side.
+
+A model is only as good as its worst simulator: metrics on the simulator it was trained on
+say little about real images. :func:`cross_report` scores a checkpoint on several stamp
+sets (typically the held-out sets of the lenstronomy and GalSim engines, plus their
+sanity lenses) and reports, for each set and for all together:
+
+* AUROC, TPR0 and TPR10 with stratified bootstrap 95% intervals;
+* completeness for θE > 1.4″ and arc S/N > 20 (the DeepLens headline population) at the
+  threshold giving exactly FPR ≤ 1% on that set, with its bootstrap interval, and at the
+  checkpoint's own threshold with the FPR that threshold gives there;
+* the sanity table of :mod:`lensnet.sanity`: unmistakable lenses and every contaminant
+  kind at the checkpoint's threshold.
+
+``python -m lensnet.evaluate --model M --data A --data B [--record]`` runs it; with
+``--record`` the result is written as ``evaluation.json`` beside the checkpoint, and the
+model card (``python -m lensnet.card``) shows it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lensnet import metrics, sanity
+
+EVALUATION_FILE = "evaluation.json"
+#: The DeepLens headline population (Lanusse et al. 2018).
+BRIGHT_CUTS = {"theta_e_arcsec": 1.4, "arc_snr": 20.0}
+
+
+def bright_lenses(truth: pd.DataFrame) -> np.ndarray:
+    """Lenses with θE > 1.4″ and arc S/N > 20."""
+    mask = truth["is_lens"].to_numpy().astype(bool).copy()
+    for column, lower in BRIGHT_CUTS.items():
+        mask &= truth[column].to_numpy(np.float64) > lower
+    return mask
+
+
+def completeness_at_fpr(labels: np.ndarray, logits: np.ndarray, selected: np.ndarray, fpr: float = 0.01,
+                        n_bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Share of the ``selected`` lenses at or above the lowest threshold with FPR ≤ ``fpr``.
+
+    The threshold is :func:`lensnet.metrics.threshold_at_fpr` on this set's non-lenses.
+    The 95% interval resamples the non-lenses (threshold re-derived) and the selected
+    lenses independently.
+    """
+    y = np.asarray(labels).astype(bool)
+    s = np.asarray(logits, dtype=np.float64)
+    wanted = np.asarray(selected).astype(bool) & y
+    negatives, chosen = s[~y], s[wanted]
+    if negatives.size == 0:
+        raise ValueError("completeness at a false-positive rate needs non-lenses")
+
+    def value(neg: np.ndarray, pos: np.ndarray) -> float:
+        threshold = metrics.threshold_at_fpr(np.zeros(neg.size), neg, fpr)
+        return float(np.mean(pos >= threshold)) if pos.size else float("nan")
+
+    threshold = metrics.threshold_at_fpr(y, s, fpr)
+    result: dict[str, Any] = {"value": value(negatives, chosen), "n_lenses": int(chosen.size),
+                              "n_detected": int(np.count_nonzero(chosen >= threshold)),
+                              "logit_threshold": threshold, "fpr": float(np.mean(negatives >= threshold)),
+                              "interval_95": None}
+    if n_bootstrap > 0 and chosen.size:
+        rng = np.random.default_rng(seed)
+        draws = [value(rng.choice(negatives, negatives.size), rng.choice(chosen, chosen.size))
+                 for _ in range(n_bootstrap)]
+        result["interval_95"] = [float(q) for q in np.quantile(draws, [0.025, 0.975])]
+    return result
+
+
+def _interval(function: Any, y: np.ndarray, s: np.ndarray, n_bootstrap: int, seed: int) -> dict[str, Any]:
+    entry: dict[str, Any] = {"value": float(function(y, s)), "interval_95": None}
+    if n_bootstrap > 0:
+        entry["interval_95"] = list(metrics.bootstrap_interval(function, y, s, n_resamples=n_bootstrap, seed=seed))
+    return entry
+
+
+def headline(truth: pd.DataFrame, logits: np.ndarray, threshold: float, n_bootstrap: int = 1000,
+             seed: int = 0, target_fpr: float = 0.01) -> dict[str, Any]:
+    """The cross-simulator row of one stamp set (see the module docstring)."""
+    y = truth["is_lens"].to_numpy().astype(bool)
+    s = np.asarray(logits, dtype=np.float64)
+    scores = 1.0 / (1.0 + np.exp(-np.clip(s, -700, 700)))
+    bright = bright_lenses(truth)
+    row: dict[str, Any] = {"n": int(y.size), "n_lenses": int(y.sum())}
+    if y.any() and (~y).any():
+        row["auroc"] = _interval(metrics.auroc, y, s, n_bootstrap, seed)
+        row["tpr0"] = _interval(lambda a, b: metrics.tpr_at_fp(a, b, 0), y, s, n_bootstrap, seed)
+        row["tpr10"] = _interval(lambda a, b: metrics.tpr_at_fp(a, b, 10), y, s, n_bootstrap, seed)
+        row["completeness_bright_at_fpr"] = completeness_at_fpr(y, s, bright, target_fpr, n_bootstrap, seed)
+        row["completeness_all_at_fpr"] = completeness_at_fpr(y, s, y, target_fpr, 0, seed)
+    if (~y).any():
+        row["fpr_at_threshold"] = float(np.mean(scores[~y] >= threshold))
+    if bright.any():
+        row["completeness_bright_at_threshold"] = float(np.mean(scores[bright] >= threshold))
+    row["sanity"] = sanity.by_kind(truth, scores, threshold)
+    return row
+
+
+def cross_report(truths: Sequence[pd.DataFrame], logits: Sequence[np.ndarray], labels: Sequence[str],
+                 threshold: float, n_bootstrap: int = 1000, seed: int = 0, target_fpr: float = 0.01
+                 ) -> dict[str, Any]:
+    """Rows for every stamp set and for all of them together (``"all"``)."""
+    rows = {label: headline(truth, logit, threshold, n_bootstrap, seed, target_fpr)
+            for truth, logit, label in zip(truths, logits, labels, strict=True)}
+    if len(truths) > 1:
+        rows["all"] = headline(pd.concat(list(truths), ignore_index=True), np.concatenate(list(logits)), threshold,
+                               n_bootstrap, seed, target_fpr)
+    return {"threshold": threshold, "target_fpr": target_fpr, "sets": rows}
+
+
+def _fmt(entry: dict[str, Any] | None) -> str:
+    if not entry or entry.get("value") is None:
+        return "—"
+    interval = entry.get("interval_95")
+    if interval:
+        return f"{entry['value']:.4f} [{interval[0]:.4f}, {interval[1]:.4f}]"
+    return f"{entry['value']:.4f}"
+
+
+def render_tables(report: dict[str, Any]) -> str:
+    """The cross-simulator table and the sanity table of the combined sets, as Markdown."""
+    lines = ["| held-out set | stamps (lenses) | AUROC [95%] | TPR0 | TPR10 | completeness θE>1.4″, S/N>20 at "
+             "FPR ≤ 1% [95%] | at the model's threshold (FPR there) |",
+             "|---|---|---|---|---|---|---|"]
+    for label, row in report["sets"].items():
+        bright = row.get("completeness_bright_at_fpr") or {}
+        at_threshold = row.get("completeness_bright_at_threshold")
+        fpr = row.get("fpr_at_threshold")
+        lines.append(
+            f"| {label} | {row['n']:,} ({row['n_lenses']:,}) | {_fmt(row.get('auroc'))} | "
+            f"{_fmt({'value': row['tpr0']['value']}) if 'tpr0' in row else '—'} | "
+            f"{_fmt({'value': row['tpr10']['value']}) if 'tpr10' in row else '—'} | "
+            f"{_fmt(bright)} ({bright.get('n_detected', 0)}/{bright.get('n_lenses', 0)}) | "
+            f"{'—' if at_threshold is None else f'{at_threshold:.4f}'} "
+            f"({'—' if fpr is None else f'{fpr:.4f}'}) |")
+    combined = report["sets"].get("all") or next(iter(report["sets"].values()))
+    lines += ["", f"At the model's threshold (p ≥ {report['threshold']:.4f}), all sets together:", "",
+              sanity.format_rows(combined["sanity"])]
+    return "\n".join(lines)
+
+
+def record(directory: str | Path, report: dict[str, Any], command: str, data: Sequence[Any]) -> Path:
+    """Write ``evaluation.json`` beside a checkpoint (the model card reads it)."""
+    path = Path(directory) / EVALUATION_FILE
+    content = {**report, "command": command, "data": list(data),
+               "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    path.write_text(json.dumps(content, indent=2, allow_nan=False, default=_json_default) + "\n")
+    return path
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")

@@ -1,0 +1,93 @@
+"""Sanity checks a lens finder must pass whatever its AUROC: obvious lenses, each kind of look-alike.
+
+A finder that ranks well on average can still miss the lenses any astronomer would spot,
+or flag every ring galaxy. This module measures, at a given score threshold:
+
+* the **sanity lenses**: unmistakable lenses (``theta_e_arcsec > 1.2``, ``arc_snr > 50``,
+  and a complete ring, a cross or a long arc: ``arc_azimuth_fraction >= 0.25``), of which
+  at least 99% should be found;
+* every **kind** of object in the truth table (``lens``, ``ring``, ``sf-ring``,
+  ``companion``, ...): the share scored above the threshold, which for each contaminant
+  kind should stay at or below 1%.
+
+Shares come with Wilson 95% intervals. The truth columns are those of
+:mod:`lensnet.simulate.definitions`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+#: Lower bounds (exclusive for theta_e and S/N, inclusive for azimuth) of the sanity lenses.
+SANITY_LENS_CUTS: dict[str, float] = {"theta_e_arcsec": 1.2, "arc_snr": 50.0, "arc_azimuth_fraction": 0.25}
+#: What the sanity lenses and contaminants must reach (the project's acceptance bar).
+SANITY_LENS_TARGET = 0.99
+CONTAMINANT_TARGET = 0.01
+
+
+def sanity_lenses(truth: pd.DataFrame) -> np.ndarray:
+    """Boolean mask of the unmistakable lenses (see the module docstring); all False without the columns."""
+    if not set(SANITY_LENS_CUTS) <= set(truth.columns):
+        return np.zeros(len(truth), dtype=bool)
+    mask = truth["is_lens"].to_numpy().astype(bool).copy()
+    mask &= truth["theta_e_arcsec"].to_numpy(np.float64) > SANITY_LENS_CUTS["theta_e_arcsec"]
+    mask &= truth["arc_snr"].to_numpy(np.float64) > SANITY_LENS_CUTS["arc_snr"]
+    mask &= truth["arc_azimuth_fraction"].to_numpy(np.float64) >= SANITY_LENS_CUTS["arc_azimuth_fraction"]
+    return mask
+
+
+def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion k / n (NaN for n = 0)."""
+    if n == 0:
+        return float("nan"), float("nan")
+    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def _row(label: str, above: np.ndarray, target: float | None, passes: str) -> dict[str, Any]:
+    n, k = int(above.size), int(np.count_nonzero(above))
+    interval = list(wilson_interval(k, n)) if n else None
+    share = k / n if n else None
+    ok = None if target is None or share is None else (share >= target if passes == "at_least" else share <= target)
+    return {"group": label, "n": n, "n_above": k, "share_above": share, "interval_95": interval,
+            "target": target, "target_is": passes if target is not None else None, "meets_target": ok}
+
+
+def by_kind(truth: pd.DataFrame, scores: np.ndarray, threshold: float) -> list[dict[str, Any]]:
+    """Share of each group scored at or above ``threshold`` (probabilities, like the checkpoint's).
+
+    Rows: ``sanity lenses`` (target >= 99%), ``lens`` (all lenses, no target), then each
+    non-lens kind (target <= 1%), in order of appearance.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    above = scores >= threshold
+    rows = [_row("sanity lenses", above[sanity_lenses(truth)], SANITY_LENS_TARGET, "at_least")]
+    if "kind" not in truth:
+        is_lens = truth["is_lens"].to_numpy().astype(bool)
+        return rows + [_row("lens", above[is_lens], None, ""), _row("non-lens", above[~is_lens], CONTAMINANT_TARGET,
+                                                                     "at_most")]
+    kinds = truth["kind"].astype(str).to_numpy()
+    rows.append(_row("lens", above[kinds == "lens"], None, ""))
+    for kind in pd.unique(kinds):
+        if kind != "lens":
+            rows.append(_row(str(kind), above[kinds == kind], CONTAMINANT_TARGET, "at_most"))
+    return rows
+
+
+def format_rows(rows: list[dict[str, Any]]) -> str:
+    """The by-kind table as Markdown."""
+    lines = ["| group | n | above threshold | share [95%] | target |", "|---|---:|---:|---|---|"]
+    for row in rows:
+        share = "—" if row["n"] == 0 else \
+            f"{row['share_above']:.4f} [{row['interval_95'][0]:.4f}, {row['interval_95'][1]:.4f}]"
+        target = "" if row["target"] is None else ("≥ " if row["target_is"] == "at_least" else "≤ ") + \
+            f"{row['target']:.0%}" + ("" if row["meets_target"] is None else (" ✓" if row["meets_target"] else " ✗"))
+        lines.append(f"| {row['group']} | {row['n']:,} | {row['n_above']:,} | {share} | {target} |")
+    return "\n".join(lines)

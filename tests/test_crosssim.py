@@ -1,0 +1,113 @@
+"""Cross-simulator validation: per-set metrics, completeness at a fixed FPR, sanity tables, data lists."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lensnet import crosssim, sanity
+from lensnet.card import render_card
+from lensnet.data import SIMULATION_CACHE_ENV, describe_spec, stamp_set_from_spec
+from lensnet.evaluate import main
+from tests.test_evaluate import checkpoint, toy_data  # noqa: F401 (fixtures)
+from tests.test_train import write_stamp_set
+
+
+def test_completeness_at_fpr_is_exact_with_ties():
+    labels = np.array([0] * 200 + [1] * 4)
+    logits = np.concatenate([np.arange(200, dtype=float), [250.0, 199.0, 198.5, 10.0]])
+    selected = np.ones(len(labels), dtype=bool)
+    # 1% of 200 non-lenses = 2 may pass: the lowest admissible threshold is 198 (198 and 199
+    # pass); a lens tied with it counts, a lens below it does not
+    result = crosssim.completeness_at_fpr(labels, logits, selected, 0.01, n_bootstrap=0)
+    assert result["logit_threshold"] == 198.0
+    assert result["n_detected"] == 3 and result["n_lenses"] == 4 and result["value"] == 0.75
+    assert result["fpr"] == 0.01
+    only_last = selected & (np.arange(len(labels)) == 203)
+    assert crosssim.completeness_at_fpr(labels, logits, only_last, 0.01, n_bootstrap=0)["value"] == 0.0
+    with_interval = crosssim.completeness_at_fpr(labels, logits, selected, 0.01, n_bootstrap=200)
+    low, high = with_interval["interval_95"]
+    assert 0.0 <= low <= 0.75 <= high <= 1.0
+    with pytest.raises(ValueError, match="non-lenses"):
+        crosssim.completeness_at_fpr(np.ones(3), np.zeros(3), np.ones(3, bool))
+
+
+def test_sanity_rows_count_each_kind_against_its_target():
+    truth = pd.DataFrame({
+        "kind": ["lens"] * 4 + ["ring"] * 3 + ["spiral"] * 2,
+        "is_lens": [True] * 4 + [False] * 5,
+        "theta_e_arcsec": [2.0, 2.0, 1.0, 2.0] + [np.nan] * 5,
+        "arc_snr": [100.0, 60.0, 100.0, 30.0] + [np.nan] * 5,
+        "arc_azimuth_fraction": [1.0, 0.3, 1.0, 1.0] + [np.nan] * 5,
+    })
+    assert sanity.sanity_lenses(truth).tolist() == [True, True] + [False] * 7
+    scores = np.array([0.9, 0.1, 0.9, 0.9, 0.95, 0.2, 0.1, 0.0, 0.0])
+    rows = {row["group"]: row for row in sanity.by_kind(truth, scores, threshold=0.5)}
+    assert rows["sanity lenses"]["n"] == 2 and rows["sanity lenses"]["share_above"] == 0.5
+    assert rows["sanity lenses"]["meets_target"] is False
+    assert rows["lens"]["n_above"] == 3 and rows["lens"]["target"] is None
+    assert rows["ring"]["share_above"] == pytest.approx(1 / 3) and rows["ring"]["meets_target"] is False
+    assert rows["spiral"]["share_above"] == 0.0 and rows["spiral"]["meets_target"] is True
+    low, high = rows["spiral"]["interval_95"]
+    assert low == 0.0 and 0.5 < high < 0.9  # Wilson: 0 of 2 still allows a lot
+    table = sanity.format_rows(list(rows.values()))
+    assert "| ring | 3 | 1 |" in table and "✗" in table and "✓" in table
+
+
+def test_data_lists_concatenate_and_are_labelled(tmp_path):
+    first = write_stamp_set(tmp_path / "a", n=10)
+    second = write_stamp_set(tmp_path / "b", n=6, seed=2)
+    both = stamp_set_from_spec([str(first), str(second)])
+    assert both.stamps.shape[0] == 16 and list(both.truth["data_set"]) == ["a"] * 10 + ["b"] * 6
+    assert len(both.attrs["members"]) == 2 and both.attrs["pixel_scale_arcsec"] == 0.2
+    assert describe_spec({"simulate": {"engine": "galsim", "profile": "ground-gri", "seed": 4}}) == \
+        "galsim/ground-gri/seed 4"
+    assert describe_spec([str(first), {"simulate": {"profile": "ground-gri", "seed": 1}}]) == \
+        "a + lenstronomy/ground-gri/seed 1"
+    with pytest.raises(ValueError, match="must not be empty"):
+        stamp_set_from_spec([])
+
+
+def test_simulation_cache_writes_once_and_gives_the_same_stamps(tmp_path, monkeypatch):
+    spec = {"simulate": {"engine": "lenstronomy", "profile": "ground-gri", "n": 6, "seed": 3, "chunk_size": 3,
+                         "size_px": 24}}
+    in_memory = stamp_set_from_spec(spec)
+    monkeypatch.setenv(SIMULATION_CACHE_ENV, str(tmp_path / "cache"))
+    cached = stamp_set_from_spec(spec)
+    np.testing.assert_array_equal(cached.stamps, in_memory.stamps)
+    (entry,) = list((tmp_path / "cache").iterdir())
+    stamp_file = next((entry / "stamps.zarr").rglob("c/*/*/*/*"))
+    before = stamp_file.stat().st_mtime_ns
+    again = stamp_set_from_spec(spec)  # read back, not simulated again
+    np.testing.assert_array_equal(again.stamps, in_memory.stamps)
+    assert stamp_file.stat().st_mtime_ns == before
+
+
+def test_evaluating_several_sets_side_by_side_and_recording_them(checkpoint, toy_data, tmp_path,  # noqa: F811
+                                                                   capsys):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(checkpoint, model)
+    other = write_stamp_set(tmp_path / "other", n=64, seed=5)
+    out = tmp_path / "cross"
+    assert main(["--model", str(model), "--data", str(toy_data), "--data", str(other), "--out", str(out),
+                 "--bootstrap", "30", "--threads", "1", "--record"]) == 0
+    printed = capsys.readouterr().out
+    assert "| data |" in printed and "| other |" in printed and "| all |" in printed and "sanity lenses" in printed
+    report = json.loads((out / "cross_simulator.json").read_text())
+    assert set(report["sets"]) == {"data", "other", "all"}
+    assert report["sets"]["all"]["n"] == report["sets"]["data"]["n"] + report["sets"]["other"]["n"]
+    for row in report["sets"].values():
+        low, high = row["auroc"]["interval_95"]
+        assert low <= row["auroc"]["value"] <= high
+        assert row["completeness_all_at_fpr"]["fpr"] <= 0.01
+    scores = pd.read_parquet(out / "other" / "scores.parquet")
+    assert len(scores) == 64 and {"logit", "score", "is_lens"} <= set(scores.columns)
+    recorded = json.loads((model / crosssim.EVALUATION_FILE).read_text())
+    assert recorded["command"].startswith("python -m lensnet.evaluate") and len(recorded["data"]) == 2
+    card = render_card(model)
+    assert "## Cross-simulator evaluation" in card and "| other |" in card
