@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--demo", action="store_true", default=None,
                       help="generate a mock survey with known lenses in --out/mock_survey, run on it, print AUROC")
     demo.add_argument("--demo-objects", type=int, metavar="N", help="objects in the demo survey (default: 1200)")
+    demo.add_argument("--demo-engine", choices=("lenstronomy", "galsim"),
+                      help="simulator of the demo survey: lenstronomy (default) or galsim, the independent second "
+                           "simulator (GalSim light and PSFs, caustics lensing)")
+    demo.add_argument("--demo-lens-fraction", type=float, metavar="F",
+                      help="fraction of lenses in the demo survey (default: 0.1)")
     demo.add_argument("--seed", type=int, help="seed of the demo survey (default: 0)")
     return parser
 

@@ -18,6 +18,8 @@ import yaml
 CLUSTERS = ("local", "cuda", "slurm")
 DEVICES = ("auto", "cpu", "cuda")
 STAMP_COMPRESSIONS = ("none", "zstd")
+#: Simulation engines of the demo's mock survey (lensnet.simulate.definitions.ENGINES).
+DEMO_ENGINES = ("lenstronomy", "galsim")
 
 
 def usable_cpus() -> int:
@@ -66,6 +68,9 @@ class Settings:
         progress: draw a progress bar in the terminal.
         demo: generate a mock survey into ``out/mock_survey`` and run on it.
         demo_objects: size of the demo's mock survey.
+        demo_engine: simulation engine of the demo's mock survey: ``lenstronomy`` or ``galsim``
+            (an independent simulator, for measuring a model off its training simulator).
+        demo_lens_fraction: fraction of lenses in the demo's mock survey.
         seed: seed of the demo's mock survey.
     """
 
@@ -93,6 +98,8 @@ class Settings:
     progress: bool = True
     demo: bool = False
     demo_objects: int = 1200
+    demo_engine: str = "lenstronomy"
+    demo_lens_fraction: float = 0.1
     seed: int = 0
     dashboard_address: str = ":8787"
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -129,6 +136,10 @@ class Settings:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise SettingsError(f"--{name.replace('_', '-')} must be a positive integer")
+        if self.demo_engine not in DEMO_ENGINES:
+            raise SettingsError(f"--demo-engine must be one of {', '.join(DEMO_ENGINES)}, not {self.demo_engine!r}")
+        if not 0 <= self.demo_lens_fraction <= 1:
+            raise SettingsError(f"--demo-lens-fraction must lie in [0, 1], not {self.demo_lens_fraction}")
         if not 0 < self.target_prevalence < 1:
             raise SettingsError(f"--target-prevalence must lie strictly between 0 and 1, not {self.target_prevalence}")
         if self.bands is not None and len(set(self.bands)) != len(self.bands):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pandas as pd
 
 from lensnet.checkpoint import load_config
 from lensnet.metrics import auroc
-from pipeline.config import Settings
+from pipeline.config import Settings, SettingsError
 from pipeline.mock import make_mock_survey
 
 MOCK_DIR = "mock_survey"
@@ -19,11 +20,21 @@ READY_MARKER = ".complete"
 def prepare_demo(settings: Settings, log=print) -> tuple[Settings, Path]:
     """Generate (once) the mock survey inside ``out`` and point the settings at it."""
     root = Path(settings.out) / MOCK_DIR
-    config = load_config(settings.model)
-    if not (root / READY_MARKER).is_file():
-        log(f"generating a mock survey of {settings.demo_objects} objects in {root} ...")
-        survey = make_mock_survey(root, n_objects=settings.demo_objects, seed=settings.seed)
-        (root / READY_MARKER).write_text("")
+    config = load_config(settings.model.split(",")[0])
+    wanted = json.dumps({"objects": settings.demo_objects, "seed": settings.seed, "engine": settings.demo_engine,
+                         "lens_fraction": settings.demo_lens_fraction}, sort_keys=True)
+    marker = root / READY_MARKER
+    made = marker.read_text() if marker.is_file() else None
+    other = made is not None and made != wanted
+    if other and not settings.force:
+        raise SettingsError(f"the mock survey in {root} was made with other demo settings ({made or 'unrecorded'}); "
+                            "use another --out, or --force to make it again")
+    if made is None or other:
+        log(f"generating a mock survey of {settings.demo_objects} objects ({settings.demo_engine} engine) in {root} ...")
+        marker.unlink(missing_ok=True)
+        make_mock_survey(root, n_objects=settings.demo_objects, seed=settings.seed,
+                         lens_fraction=settings.demo_lens_fraction, engine=settings.demo_engine)
+        marker.write_text(wanted)
     else:
         log(f"using the mock survey already in {root}")
     demo_settings = replace(
