@@ -51,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="comma-separated band names in the order the model expects (default: the model's bands)")
     inputs.add_argument("--where", metavar="EXPR",
                         help="preselection on catalogue columns, e.g. 'mag_r < 22 and flag == 0'; rejected objects "
-                             "are listed in failures.parquet as not_selected")
+                             "are listed in failures.parquet as not_selected. Allowed: column names (`odd name` in "
+                             "backticks), numbers, 'strings', comparisons, and/or/not (&, |, ~), in [...], "
+                             "+ - * / // %% **, abs sqrt log log10 exp isnan isfinite; nothing else is evaluated")
     inputs.add_argument("--config", metavar="FILE.yaml",
                         help="YAML file of settings; every flag has a key (dashes or underscores); flags win")
     parser.add_argument("--out", metavar="DIR", help="output directory; rerunning on it resumes")

@@ -9,6 +9,7 @@ import pandas as pd
 
 from pipeline.cutouts import assign_to_tiles, crowded
 from pipeline.tiles import Tile
+from pipeline.where import parse_where
 
 
 @dataclass
@@ -35,7 +36,7 @@ def make_plan(
 ) -> Plan:
     """Assign every catalogue object to one tile (or a failure reason) and cut the list into shards.
 
-    ``where`` is a preselection (a pandas query on the catalogue's columns, e.g.
+    ``where`` is a preselection on the catalogue's columns (:mod:`pipeline.where`, e.g.
     ``"mag_r < 22 and flag == 0"``); objects it rejects are listed with reason ``not_selected``.
     """
     ra, dec = catalog["ra"].to_numpy(), catalog["dec"].to_numpy()
@@ -77,14 +78,11 @@ def make_plan(
 
 
 def select(catalog: pd.DataFrame, where: str | None) -> np.ndarray:
-    """Boolean mask of the catalogue rows that pass the preselection ``where`` (all when None)."""
+    """Boolean mask of the catalogue rows that pass the preselection ``where`` (all when None).
+
+    ``where`` is parsed into an allow-listed expression and evaluated by
+    :mod:`pipeline.where` (never by ``eval``): a shared configuration cannot run code.
+    """
     if not where:
         return np.ones(len(catalog), dtype=bool)
-    try:
-        mask = catalog.eval(where)
-    except Exception as error:  # pandas raises many types for a bad expression
-        raise ValueError(f"--where {where!r} cannot be evaluated on the catalogue: {error}; "
-                         f"columns are: {', '.join(map(str, catalog.columns))}") from None
-    if not (isinstance(mask, pd.Series) and mask.dtype == bool):
-        raise ValueError(f"--where {where!r} must be a condition (true/false per row), e.g. 'mag_r < 22'")
-    return mask.to_numpy()
+    return parse_where(where).evaluate(catalog)

@@ -1,0 +1,144 @@
+"""Hostile and broken inputs: each is refused with one line naming what to fix, or handled.
+
+One test (or one parametrised table) per defect of the fault-injection report, most
+severe first. Most cases are refused before any cluster starts, so they run in well
+under a second each; the few that need a run use the small session fixtures.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline.config import Settings, SettingsError, resolve
+from pipeline.plan import select
+from pipeline.where import WhereError
+from run_survey import main
+
+
+def cli_error(capsys, *argv: str) -> str:
+    """Run the command line, expect exit status 2 and one line on stderr; return that line."""
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    assert code == 2, captured
+    error = captured.err.strip()
+    assert error.count("\n") == 0, error
+    assert "Traceback" not in captured.err
+    return error
+
+
+def base_args(tmp_path, **extra: str) -> list[str]:
+    args = {"--images": str(tmp_path / "{tile}_{band}.fits"), "--catalog": str(tmp_path / "cat.csv"),
+            "--out": str(tmp_path / "out"), **extra}
+    return [item for pair in args.items() for item in pair] + ["--no-progress"]
+
+
+# -- 1. --where never executes code ---------------------------------------------------------
+
+INJECTIONS = [
+    "mag_r > @pd.io.common.os.system('touch {sentinel}')",
+    "mag_r.to_csv('{sentinel}')",
+    "mag_r > __import__('os').system('touch {sentinel}')",
+    "open('{sentinel}', 'w')",
+    "mag_r > (lambda: __import__('os').system('touch {sentinel}'))()",
+    "mag_r.__class__.__mro__[-1] is None",
+    "[x for x in ().__class__.__base__.__subclasses__()]",
+    "mag_r > ''.join('touch {sentinel}')",
+    "print('{sentinel}')",
+]
+
+
+@pytest.mark.parametrize("template", INJECTIONS)
+def test_where_that_would_run_code_is_refused_on_the_command_line(template, tmp_path, capsys):
+    sentinel = tmp_path / "pwned"
+    error = cli_error(capsys, *base_args(tmp_path, **{"--where": template.format(sentinel=sentinel)}))
+    assert error.startswith("run_survey.py: error: --where")
+    assert "allowed:" in error or "unsupported" in error or "syntax" in error
+    assert not sentinel.exists()
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("template", INJECTIONS[:3])
+def test_where_that_would_run_code_is_refused_in_yaml(template, tmp_path, capsys):
+    sentinel = tmp_path / "pwned"
+    config = tmp_path / "survey.yaml"
+    config.write_text(yaml.safe_dump({"where": template.format(sentinel=sentinel)}))
+    cli_error(capsys, *base_args(tmp_path, **{"--config": str(config)}))
+    assert not sentinel.exists()
+
+
+@pytest.mark.parametrize("template", INJECTIONS)
+def test_where_evaluation_itself_refuses_code(template, tmp_path):
+    """The planner's own entry point refuses too, whoever calls it (not only the settings check)."""
+    sentinel = tmp_path / "pwned"
+    catalog = pd.DataFrame({"id": [1, 2], "ra": [1.0, 2.0], "dec": [0.0, 0.0], "mag_r": [20.0, 23.0]})
+    with pytest.raises(WhereError):
+        select(catalog, template.format(sentinel=sentinel))
+    assert not sentinel.exists()
+
+
+CATALOG = pd.DataFrame({
+    "id": [1, 2, 3, 4, 5],
+    "mag_r": [20.0, 23.0, np.nan, 21.5, 22.0],
+    "flag": [0, 1, 0, 0, 2],
+    "band": ["g", "r", "g", "i", "z"],
+})
+
+
+@pytest.mark.parametrize("expression", [
+    "mag_r < 22 and flag == 0",
+    "(mag_r < 22) & (flag == 0)",
+    "mag_r < 21 or flag == 1",
+    "(mag_r < 21) | (flag > 1)",
+    "not (mag_r < 22)",
+    "~(mag_r < 22)",
+    "20.5 < mag_r <= 22",
+    "band in ['g', 'i']",
+    "band not in ('g',)",
+    "mag_r * 2 - 1 > 42",
+    "flag % 2 == 0",
+    "flag != 0",
+    "band == 'r'",
+    "-mag_r < -21",
+])
+def test_allowed_where_expressions_select_what_pandas_query_selects(expression):
+    expected = CATALOG.eval(expression).to_numpy()
+    np.testing.assert_array_equal(select(CATALOG, expression), expected)
+
+
+def test_where_functions_and_backtick_names():
+    frame = CATALOG.assign(**{"mag r": CATALOG["mag_r"]})
+    np.testing.assert_array_equal(select(frame, "isnan(mag_r)"), [False, False, True, False, False])
+    np.testing.assert_array_equal(select(frame, "abs(`mag r` - 22) < 0.6"), [False, False, False, True, True])
+    np.testing.assert_array_equal(select(frame, "isfinite(mag_r) and log10(mag_r) > 1.34"),
+                                  np.log10(frame["mag_r"].fillna(1)) > 1.34)
+
+
+@pytest.mark.parametrize("expression, message", [
+    ("mag_r << 2", "unsupported syntax: the operator LShift"),
+    ("mag_r <", "syntax error"),
+    ("mag_r is None", "unsupported syntax: the comparison 'is'"),
+    ("mag_r", "must be a condition"),
+    ("magnitude < 3", "no column named 'magnitude'"),
+    ("band * 1000000000 == 'a'", "arithmetic needs numeric columns"),
+    ("mag_r and flag", "'and' needs conditions"),
+    ("sqrt(mag_r, 2) > 1", "takes exactly one argument"),
+    ("system(mag_r) > 1", "a call of system()"),
+    ("band in mag_r", "'in' needs a list of constants"),
+    ("mag_r" + " + mag_r" * 3000 + " > 1", "at most 4096"),
+])
+def test_bad_where_expressions_say_what_is_allowed(expression, message):
+    with pytest.raises(WhereError, match=None) as raised:
+        select(CATALOG, expression)
+    text = str(raised.value)
+    assert message in text
+    assert text.startswith("--where")
+    assert "PandasExprVisitor" not in text and "\n" not in text
+
+
+def test_where_syntax_error_reports_the_allowed_language_on_the_command_line(tmp_path, capsys):
+    error = cli_error(capsys, *base_args(tmp_path, **{"--where": "mag_r << 2"}))
+    assert "--where 'mag_r << 2': unsupported syntax" in error
+    assert "allowed: column names" in error
