@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from pipeline.where import WhereError, parse_where
 
 CLUSTERS = ("local", "cuda", "slurm")
 DEVICES = ("auto", "cpu", "cuda")
@@ -45,7 +50,9 @@ class Settings:
         weights: optional pattern of weight maps (zero = bad pixel), same placeholders.
         catalog: CSV, FITS table or Parquet with columns ``id``, ``ra``, ``dec`` (degrees).
         bands: band names in the order the model expects; default: the model's own bands.
-        where: preselection on catalogue columns (pandas query syntax), e.g. ``mag_r < 22``.
+        where: preselection on catalogue columns, e.g. ``mag_r < 22 and flag == 0``: comparisons,
+            and/or/not, ``in [...]``, arithmetic and a few functions, parsed and evaluated by
+            :mod:`pipeline.where` (never by ``eval``: a shared configuration cannot run code).
         out: output directory (created; a rerun resumes into it).
         model: a shipped model name (``default``) or a checkpoint directory; a comma-separated list
             scores an ensemble (per-model ``score_<name>`` columns, ``score`` = their mean probability).
@@ -109,7 +116,13 @@ class Settings:
         return [f.name for f in dataclasses.fields(cls) if f.name != "extra"]
 
     def validate(self) -> "Settings":
-        """Check values that do not need the file system; return self."""
+        """Check values that do not need the file system; return self.
+
+        Every value is first checked against its declared type (a YAML file can hold
+        anything): booleans must be real booleans (``true``/``false``, not the string
+        ``'no'``), integers integers, numbers numbers.
+        """
+        self._check_types()
         if self.out is None:
             raise SettingsError("--out is required: the directory for the catalogue and the cutout store")
         if not self.demo:
@@ -144,7 +157,26 @@ class Settings:
             raise SettingsError(f"--target-prevalence must lie strictly between 0 and 1, not {self.target_prevalence}")
         if self.bands is not None and len(set(self.bands)) != len(self.bands):
             raise SettingsError(f"--bands lists a band twice: {','.join(self.bands)}")
+        if self.where is not None:
+            try:
+                parse_where(self.where)
+            except WhereError as error:
+                raise SettingsError(str(error)) from None
         return self
+
+    def _check_types(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for name in self.keys():
+            value = getattr(self, name)
+            allowed = _allowed_types(hints[name])
+            if value is None and type(None) in allowed:
+                continue
+            if str in allowed and isinstance(value, os.PathLike):
+                setattr(self, name, os.fspath(value))
+                continue
+            if _fits(value, allowed):
+                continue
+            raise SettingsError(_type_message(name, value, allowed))
 
     def resolved_workers(self) -> int:
         return self.workers or max(1, min(4, usable_cpus()))
@@ -159,24 +191,83 @@ class Settings:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
+def _allowed_types(annotation: Any) -> tuple[type, ...]:
+    """``int | None`` -> ``(int, NoneType)``; ``list[str]`` -> ``(list,)``."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return tuple(t for arg in typing.get_args(annotation) for t in _allowed_types(arg))
+    return (typing.get_origin(annotation) or annotation,)
+
+
+def _fits(value: Any, allowed: tuple[type, ...]) -> bool:
+    if isinstance(value, bool):  # bool is an int in Python, never in a setting
+        return bool in allowed
+    if isinstance(value, int):
+        return int in allowed or float in allowed
+    if isinstance(value, float):
+        return float in allowed
+    if isinstance(value, list):
+        return list in allowed and all(isinstance(item, str) for item in value)
+    return isinstance(value, tuple(t for t in allowed if t not in (bool, int, float, list)))
+
+
+_EXPECTED = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+             list: "a list of names"}
+
+
+def _type_message(name: str, value: Any, allowed: tuple[type, ...]) -> str:
+    expected = " or ".join(_EXPECTED.get(t, t.__name__) for t in allowed if t is not type(None))
+    hint = ""
+    if isinstance(value, str) and bool in allowed:
+        hint = "; write true or false without quotes"
+    elif isinstance(value, str) and (int in allowed or float in allowed):
+        try:
+            float(value)
+            hint = "; write the number without quotes"
+        except ValueError:
+            pass
+    elif isinstance(value, list):
+        hint = "; every item must be a name (a string)"
+    return (f"setting {name} (--{name.replace('_', '-')}, or '{name}:' in a --config file) must be {expected}, "
+            f"not {value!r} ({type(value).__name__}){hint}")
+
+
 def parse_bands(value: str | list[str] | None) -> list[str] | None:
     """``"g,r,i"`` or ``["g", "r", "i"]`` -> ``["g", "r", "i"]``."""
     if value is None:
         return None
-    items = value.split(",") if isinstance(value, str) else [str(item) for item in value]
+    if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+        items = list(value)
+    elif isinstance(value, str):
+        items = value.split(",")
+    else:
+        raise SettingsError(f"setting bands must be a comma-separated string such as g,r,i or a list of band "
+                            f"names, not {value!r} ({type(value).__name__})")
     bands = [item.strip() for item in items if item.strip()]
     if not bands:
         raise SettingsError("--bands is empty; give a comma-separated list such as g,r,i")
     return bands
 
 
+class _SettingsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading ``1e-3`` as a number as YAML 1.2 does (1.1 needs ``1.0e-3``)."""
+
+
+_SettingsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a settings YAML file, rejecting keys that are not settings."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_SettingsLoader) or {}
     except FileNotFoundError:
         raise SettingsError(f"--config {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise SettingsError(f"--config {path} cannot be read: {error}") from None
     except yaml.YAMLError as error:
         raise SettingsError(f"--config {path} is not valid YAML: {error}") from None
     if not isinstance(data, dict):

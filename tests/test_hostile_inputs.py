@@ -142,3 +142,50 @@ def test_where_syntax_error_reports_the_allowed_language_on_the_command_line(tmp
     error = cli_error(capsys, *base_args(tmp_path, **{"--where": "mag_r << 2"}))
     assert "--where 'mag_r << 2': unsupported syntax" in error
     assert "allowed: column names" in error
+
+
+# -- 3. YAML values are type-checked -------------------------------------------------------
+
+@pytest.mark.parametrize("yaml_text, message", [
+    ("force: 'no'\n", "setting force (--force, or 'force:' in a --config file) must be true or false, not 'no'"),
+    ("force: 'yes'\n", "write true or false without quotes"),
+    ("tta: 1\n", "setting tta"),
+    ("workers: two\n", "setting workers (--workers, or 'workers:' in a --config file) must be an integer"),
+    ("shard_size: '64'\n", "write the number without quotes"),
+    ("shard_size: 64.5\n", "setting shard_size"),
+    ("bands: 5\n", "setting bands must be a comma-separated string"),
+    ("bands: [g, 2, i]\n", "setting bands must be a comma-separated string"),
+    ("target_prevalence: abc\n", "setting target_prevalence"),
+    ("target_prevalence: true\n", "setting target_prevalence"),
+    ("model: [a, b]\n", "setting model"),
+    ("hats_min_rows: 1e6\n", "setting hats_min_rows"),
+    ("demo: 'false'\n", "setting demo"),
+    ("seed: null\n", "setting seed"),
+])
+def test_yaml_values_of_the_wrong_type_are_one_line_errors(yaml_text, message, tmp_path, capsys):
+    config = tmp_path / "survey.yaml"
+    config.write_text(yaml_text)
+    (tmp_path / "out").mkdir()
+    marker = tmp_path / "out" / "keep.txt"
+    marker.write_text("an earlier run")
+    error = cli_error(capsys, *base_args(tmp_path, **{"--config": str(config)}))
+    assert message in error
+    assert marker.read_text() == "an earlier run"  # force: 'no' must not discard anything
+
+
+def test_yaml_types_that_are_right_are_accepted(tmp_path):
+    config = tmp_path / "survey.yaml"
+    config.write_text("images: t/{tile}_{band}.fits\ncatalog: c.csv\nout: o\nforce: no\ntta: yes\n"
+                      "target_prevalence: 1e-3\ndemo_lens_fraction: 0\nworkers: null\nbands: [g, r, i]\n"
+                      "where: mag_r < 22\n")
+    settings = resolve(config)
+    assert settings.force is False and settings.tta is True
+    assert settings.target_prevalence == pytest.approx(1e-3)
+    assert settings.workers is None and settings.bands == ["g", "r", "i"]
+
+
+def test_settings_made_in_code_are_type_checked_too():
+    with pytest.raises(SettingsError, match="setting shard_size"):
+        Settings(images="t/{tile}.fits", catalog="c.csv", out="o", shard_size="64").validate()
+    with pytest.raises(SettingsError, match="setting force"):
+        Settings(images="t/{tile}.fits", catalog="c.csv", out="o", force="no").validate()
