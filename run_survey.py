@@ -22,11 +22,19 @@ outputs in --out:
   dask-report.html    Dask performance report; summary.json: counts and timing
 flags bitmask: {flags_documentation()}
 
+exit status: 0 done; 2 refused (bad settings or inputs, nothing run); 3 finished, but a whole tile
+  could not be read or no object was scored (outputs written, one line on stderr says what)
+
 examples:
   python run_survey.py --demo --out demo/
   python run_survey.py --images 'tiles/{{tile}}_{{band}}.fits' --catalog sources.parquet --bands g,r,i --out run1/
   python run_survey.py --config survey.yaml --scheduler tcp://10.0.0.5:8786
 """
+
+
+#: Exit status of a run that finished and wrote its outputs but lost a whole tile or
+#: every object (2: refused before starting; 0: complete).
+EXIT_INCOMPLETE = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,13 +143,31 @@ def main(argv: list[str] | None = None) -> int:
     print(f"failures:      {result.failures}")
     print(f"cutout store:  {result.store}")
     print(f"dask report:   {result.report}")
-    if truth is not None:
+    if truth is not None and summary["scored"]:
         from pipeline.demo import score_demo
 
         scores = score_demo(result.candidates, truth)
         print(f"demo AUROC against the truth table: {scores['auroc']:.4f} "
               f"({scores['lenses']} lenses among {scores['objects']} scored objects)")
+    problem = incomplete(summary, result.failures)
+    if problem:
+        print(f"run_survey.py: error: {problem}", file=sys.stderr)
+        return EXIT_INCOMPLETE
     return 0
+
+
+def incomplete(summary: dict, failures) -> str | None:
+    """One line when a finished run lost a whole tile or every object; None when it did not."""
+    tiles = summary.get("unreadable_tiles") or []
+    named = f"{', '.join(tiles[:5])}{', ...' if len(tiles) > 5 else ''}"
+    tile_text = (f"{len(tiles)} tile(s) could not be read ({named}): their objects are in {failures} with "
+                 "reason unreadable_tile and a detail naming the file; repair or remove the files and rerun "
+                 "with --force")
+    if summary["catalogue_objects"] and not summary["scored"]:
+        reasons = ", ".join(f"{reason} {count}" for reason, count in summary["failures_by_reason"].items())
+        return (f"no object was scored: all {summary['failed']} failed ({reasons}); "
+                + (tile_text if tiles else f"see {failures}"))
+    return tile_text if tiles else None
 
 
 if __name__ == "__main__":

@@ -5,9 +5,11 @@ in CFITSIO's extended file names: ``tiles/t00.fits[g]`` is the HDU with ``EXTNAM
 (case-insensitive). Without brackets the first 2-D image HDU is used.
 
 Uncompressed images are memory-mapped: a cutout reads only its own pages. A
-tile-compressed image (RICE, GZIP, fpack) must be decompressed whole; each worker
-process keeps decompressed images in a small LRU cache, so a tile is decompressed once
-per worker rather than once per shard (and never once per cutout).
+tile-compressed image (RICE, GZIP, fpack) must be decompressed whole, and a scaled
+integer image (BSCALE/BZERO/BLANK: int16 or uint16 survey releases) scaled whole to
+float32; each worker process keeps such images in a small LRU cache, so a tile is
+decompressed or scaled once per worker rather than once per shard (and never once per
+cutout).
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from astropy.io import fits
 _REFERENCE = re.compile(r"^(?P<path>.*?)(?:\[(?P<extension>[^\[\]]+)\])?$")
 #: Bytes of decompressed images each worker process keeps (env LENSFINDER_TILE_CACHE_MB).
 DEFAULT_CACHE_MB = 2048
+#: Header keywords of scaled integer images (BITPIX 16/32 with BSCALE/BZERO, unsigned
+#: integers, BLANK): such images cannot be memory-mapped as physical values.
+SCALING_KEYWORDS = ("BSCALE", "BZERO", "BLANK")
 
 
 class InputError(ValueError):
@@ -97,13 +102,42 @@ def read_image(reference: str | Path) -> np.ndarray:
     if cached is not None:
         return cached
     with fits.open(path, memmap=True) as hdul:
-        hdu = hdul[image_hdu_index(hdul, extension)]
-        image = hdu.data
+        index = image_hdu_index(hdul, extension)
+        hdu = hdul[index]
+        scaled = not isinstance(hdu, fits.CompImageHDU) and any(word in hdu.header for word in SCALING_KEYWORDS)
+        image = _scaled_image(path, index, reference) if scaled else hdu.data
         if image is None or image.ndim != 2:
             raise InputError(f"{reference} holds no 2-D image data")
-        if isinstance(hdu, fits.CompImageHDU):
+        if isinstance(hdu, fits.CompImageHDU) or scaled:
             image = np.asarray(image, dtype=np.float32)
             CACHE.put(key, image)
+    return image
+
+
+def _scaled_image(path: Path, index: int, reference: str | Path) -> np.ndarray | None:
+    """A BSCALE/BZERO/BLANK image as float32 physical values, BLANK pixels NaN.
+
+    Astropy cannot memory-map scaled data; the stored integers are memory-mapped as
+    they are and scaled here once (the result is cached like a decompressed tile).
+    Covers scaled int16/int32 and unsigned uint16/uint32 (BZERO = 2**15, 2**31).
+    """
+    with fits.open(path, memmap=True, do_not_scale_image_data=True) as hdul:
+        hdu = hdul[index]
+        raw = hdu.data
+        if raw is None or raw.ndim != 2:
+            raise InputError(f"{reference} holds no 2-D image data")
+        header = hdu.header
+        bscale, bzero = float(header.get("BSCALE", 1.0)), float(header.get("BZERO", 0.0))
+        image = np.empty(raw.shape, dtype=np.float32)
+        # Row blocks keep the float64 intermediate small for large tiles.
+        step = max(1, (64 << 20) // max(1, raw.shape[1] * 8))
+        blank = header.get("BLANK") if raw.dtype.kind in "iu" else None
+        for start in range(0, raw.shape[0], step):
+            block = np.asarray(raw[start:start + step])
+            values = block.astype(np.float64) * bscale + bzero
+            if blank is not None:
+                values[block == blank] = np.nan
+            image[start:start + step] = values
     return image
 
 

@@ -168,6 +168,9 @@ def merge_outputs(
     atomic_write_parquet(pa.Table.from_pandas(failures, schema=failure_schema(id_type), preserve_index=False),
                          out_dir / "failures.parquet", provenance,
                          description="lensfinder failures: every catalogue object that was not scored, and why")
+    unreadable = cut_failed.index[cut_failed["reason"] == "unreadable_tile"]
+    unreadable_tiles = set(plan.objects.loc[unreadable, "tile"].astype(str)) | {
+        name for name, tile in plan.tiles.items() if tile.error is not None}
     return {
         "catalogue_objects": int(len(catalog)),
         "scored": int(len(candidates)),
@@ -175,6 +178,7 @@ def merge_outputs(
         "failures_by_reason": {str(k): int(v) for k, v in failures["reason"].value_counts().sort_index().items()},
         "candidates_above_threshold": int(candidates["is_candidate"].sum()),
         "flagged": int((candidates["flags"] != 0).sum()),
+        "unreadable_tiles": sorted(unreadable_tiles),
         **calibration,
         **summary_extra,
     }

@@ -7,15 +7,23 @@ under a second each; the few that need a run use the small session fixtures.
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from astropy.io import fits
 
+from pipeline import store
 from pipeline.config import Settings, SettingsError, resolve
+from pipeline.images import clear_cache, read_image
 from pipeline.plan import select
+from pipeline.run import run_with_client
 from pipeline.where import WhereError
-from run_survey import main
+from run_survey import EXIT_INCOMPLETE, incomplete, main
+from tests.test_faults import settings_for
 
 
 def cli_error(capsys, *argv: str) -> str:
@@ -27,6 +35,25 @@ def cli_error(capsys, *argv: str) -> str:
     assert error.count("\n") == 0, error
     assert "Traceback" not in captured.err
     return error
+
+
+def copy_survey(survey, root: Path, change=None) -> str:
+    """The survey's tiles copied under ``root``, each passed through ``change(tile, band, hdu)``.
+
+    Returns the new image pattern; the catalogue stays where it is.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    for tile in survey.tiles:
+        for band in survey.bands:
+            with fits.open(survey.image_pattern.format(tile=tile, band=band)) as hdul:
+                hdu = fits.PrimaryHDU(hdul[0].data.copy(), hdul[0].header.copy())
+            hdu = change(tile, band, hdu) if change else hdu
+            hdu.writeto(root / f"{tile}_{band}.fits")
+    return str(root / "{tile}_{band}.fits")
+
+
+def quiet(_: str) -> None:
+    pass
 
 
 def base_args(tmp_path, **extra: str) -> list[str]:
@@ -189,3 +216,85 @@ def test_settings_made_in_code_are_type_checked_too():
         Settings(images="t/{tile}.fits", catalog="c.csv", out="o", shard_size="64").validate()
     with pytest.raises(SettingsError, match="setting force"):
         Settings(images="t/{tile}.fits", catalog="c.csv", out="o", force="no").validate()
+
+
+# -- 2. scaled integer tiles; a run that lost a tile or every object exits non-zero ------------
+
+def _scaled_int16(tile, band, hdu):
+    hdu.scale("int16", option="minmax")
+    return hdu
+
+
+def _uint16(tile, band, hdu):
+    data = hdu.data
+    counts = np.clip(np.round((data - np.nanmin(data)) * 100), 0, 65535).astype(np.uint16)
+    return fits.PrimaryHDU(counts, hdu.header)  # astropy writes uint16 as int16 with BZERO = 32768
+
+
+@pytest.mark.parametrize("bitpix, convert", [("int16 BSCALE/BZERO", _scaled_int16), ("uint16", _uint16)])
+def test_scaled_integer_images_are_read_as_physical_values(tiny_survey, tmp_path, bitpix, convert):
+    pattern = copy_survey(tiny_survey, tmp_path, convert)
+    path = pattern.format(tile=tiny_survey.tiles[0], band="g")
+    with fits.open(path, do_not_scale_image_data=True) as hdul:
+        header, raw = hdul[0].header, hdul[0].data
+        assert raw.dtype.kind == "i" and "BZERO" in header
+        expected = raw * float(header.get("BSCALE", 1)) + float(header["BZERO"])
+    clear_cache()
+    image = read_image(path)
+    assert image.dtype == np.float32
+    np.testing.assert_allclose(image, expected, rtol=1e-6, atol=1e-6 * np.abs(expected).max())
+
+
+def test_blank_pixels_of_integer_images_become_nan(tmp_path):
+    data = np.arange(64, dtype=np.int16).reshape(8, 8)
+    hdu = fits.PrimaryHDU(data)
+    hdu.header["BLANK"] = 5
+    hdu.writeto(tmp_path / "blank.fits")
+    image = read_image(tmp_path / "blank.fits")
+    assert np.isnan(image[0, 5]) and np.isfinite(image).sum() == 63
+    assert image[1, 0] == 8.0
+
+
+def test_a_survey_of_scaled_int16_tiles_is_cut_and_scored(tiny_survey, tiny_model, client, tmp_path):
+    pattern = copy_survey(tiny_survey, tmp_path / "tiles", _scaled_int16)
+    result = run_with_client(settings_for(tiny_survey, tiny_model, tmp_path / "out", images=pattern), client,
+                             log=quiet)
+    assert result.summary["failures_by_reason"] == {"off_footprint": 3}
+    assert result.summary["unreadable_tiles"] == []
+    stamps = store.read_stamps(result.store, 0, 4)
+    assert np.isfinite(stamps).any() and np.nanstd(stamps) > 0
+
+
+@pytest.mark.parametrize("summary, expected", [
+    ({"catalogue_objects": 10, "scored": 10, "failed": 0, "failures_by_reason": {}, "unreadable_tiles": []}, None),
+    ({"catalogue_objects": 10, "scored": 7, "failed": 3, "failures_by_reason": {"off_footprint": 3},
+      "unreadable_tiles": []}, None),
+    ({"catalogue_objects": 10, "scored": 6, "failed": 4, "failures_by_reason": {"unreadable_tile": 4},
+      "unreadable_tiles": ["t01"]}, "1 tile(s) could not be read (t01)"),
+    ({"catalogue_objects": 10, "scored": 0, "failed": 10, "failures_by_reason": {"empty_stamp": 10},
+      "unreadable_tiles": []}, "no object was scored: all 10 failed (empty_stamp 10)"),
+])
+def test_incomplete_runs_are_summarised_in_one_line(summary, expected):
+    problem = incomplete(summary, "out/failures.parquet")
+    if expected is None:
+        assert problem is None
+    else:
+        assert expected in problem and "\n" not in problem
+
+
+@pytest.mark.filterwarnings("ignore:File may have been truncated")
+def test_a_run_that_lost_a_tile_exits_non_zero_naming_it(tiny_survey, tiny_model, client, tmp_path, capsys):
+    pattern = copy_survey(tiny_survey, tmp_path / "tiles")
+    broken = Path(pattern.format(tile=tiny_survey.tiles[1], band="r"))
+    raw = broken.read_bytes()
+    broken.write_bytes(raw[: len(raw) // 2])  # the header survives, the data do not
+    code = main(["--images", pattern, "--catalog", str(tiny_survey.catalog_path), "--model", str(tiny_model),
+                 "--out", str(tmp_path / "out"), "--scheduler", client.scheduler.address, "--no-progress",
+                 "--shard-size", "16", "--batch-size", "16", "--threads-per-worker", "1"])
+    captured = capsys.readouterr()
+    assert code == EXIT_INCOMPLETE
+    error = captured.err.strip().splitlines()
+    assert len([line for line in error if "error:" in line]) == 1
+    line = next(line for line in error if "error:" in line)
+    assert f"tile(s) could not be read ({tiny_survey.tiles[1]})" in line
+    assert (tmp_path / "out" / "candidates.parquet").is_file()
