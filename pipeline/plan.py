@@ -55,7 +55,7 @@ def make_plan(
         }
     )
     failures["detail"] = failures["reason"].map(
-        {"off_footprint": off_detail, "invalid_coordinates": "ra/dec missing or out of range",
+        {"off_footprint": off_detail, "invalid_coordinates": "ra/dec missing, not finite, or |dec| > 90",
          "not_selected": f"rejected by the preselection {where!r}"})
 
     rows = np.flatnonzero(on_tile)

@@ -27,7 +27,7 @@ from pipeline import store
 from pipeline.catalog_input import read_catalog
 from pipeline.cluster import make_client
 from pipeline.config import Settings, SettingsError
-from pipeline.images import split_reference
+from pipeline.images import InputError, split_reference
 from pipeline.inference import ModelPlugin
 from pipeline.merge import merge_outputs
 from pipeline.plan import Plan, make_plan
@@ -92,7 +92,7 @@ def prepare_run(settings: Settings, log: Callable[[str], None] = print) -> Prepa
             f"--bands {','.join(bands)} gives {len(bands)} band(s) but model {settings.model!r} takes "
             f"{len(model_config.bands)} ({','.join(model_config.bands)}, in that order)"
         )
-    catalog = read_catalog(settings.catalog)
+    catalog = read_catalog(settings.catalog, log)
     tiles = discover_tiles(settings.images, bands)
     attach_maps(tiles, settings.masks, "masks")
     attach_maps(tiles, settings.weights, "weights")
@@ -102,8 +102,15 @@ def prepare_run(settings: Settings, log: Callable[[str], None] = print) -> Prepa
         plan = make_plan(catalog, tiles, model_config.stamp_size_px, settings.shard_size, settings.where)
     except ValueError as error:
         raise SettingsError(str(error)) from None
+    reasons = plan.failures["reason"].value_counts().sort_index()
+    reasons_text = ", ".join(f"{reason} {count}" for reason, count in reasons.items()) or "none"
+    if len(plan.objects) == 0:
+        # Refused before any worker starts or anything is written: nothing would be scored.
+        raise InputError(
+            f"nothing to cut: none of the {len(catalog)} catalogue objects is both selected and on a tile "
+            f"({reasons_text}); check --where, the catalogue's ra/dec (degrees) and --images")
     log(f"{len(catalog)} catalogue objects, {len(tiles)} tiles x {len(bands)} bands: "
-        f"{len(plan.objects)} to cut in {len(plan.shards)} shards, {len(plan.failures)} not on any tile")
+        f"{len(plan.objects)} to cut in {len(plan.shards)} shards; not cut: {reasons_text}")
     known_lenses = None
     if settings.known_lenses:
         source = None if settings.known_lenses == "lenscat" else settings.known_lenses

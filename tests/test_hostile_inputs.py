@@ -298,3 +298,70 @@ def test_a_run_that_lost_a_tile_exits_non_zero_naming_it(tiny_survey, tiny_model
     line = next(line for line in error if "error:" in line)
     assert f"tile(s) could not be read ({tiny_survey.tiles[1]})" in line
     assert (tmp_path / "out" / "candidates.parquet").is_file()
+
+
+# -- 4, 5, 14. catalogues with nothing to cut, missing ids, odd coordinates -------------------
+
+def _catalog_variant(tiny_survey, tmp_path, change) -> Path:
+    frame = pd.read_parquet(tiny_survey.catalog_path)
+    path = tmp_path / "catalog.csv"
+    changed = change(frame)
+    if isinstance(changed, str):
+        path.write_text(changed)
+    else:
+        changed.to_csv(path, index=False)
+    return path
+
+
+def _with_nan_id(frame):
+    frame = frame.astype({"id": "float64"})
+    frame.loc[7, "id"] = np.nan
+    return frame
+
+
+def _all_off_footprint(frame):
+    return frame.assign(dec=frame["dec"] - 30)
+
+
+@pytest.mark.parametrize("change, extra, message", [
+    (lambda frame: "", [], "could not be read"),
+    (lambda frame: "id,ra,dec,mag_r\n", [], "has no rows"),
+    (lambda frame: frame, ["--where", "mag_r > 99"], "nothing to cut: none of the 63 catalogue objects"),
+    (_all_off_footprint, [], "nothing to cut"),
+    (lambda frame: frame.assign(ra=frame["ra"].map(lambda ra: f"{ra}deg")), [], "column ra holds 63 value(s) that are not numbers"),
+    (_with_nan_id, [], "1 row(s) have no id (data rows 8)"),
+    (lambda frame: frame.assign(id=frame["id"].where(frame.index != 3, frame["id"][2])), [], "duplicate id"),
+])
+def test_catalogues_with_nothing_to_cut_or_bad_ids_are_refused_before_anything_starts(
+        tiny_survey, tiny_model, tmp_path, capsys, change, extra, message):
+    catalog = _catalog_variant(tiny_survey, tmp_path, change)
+    error = cli_error(capsys, "--images", tiny_survey.image_pattern, "--catalog", str(catalog),
+                      "--model", str(tiny_model), "--out", str(tmp_path / "out"), "--no-progress", *extra)
+    assert message in error
+    assert str(catalog) in error or "nothing to cut" in error
+    assert not (tmp_path / "out").exists()  # nothing written, so no --force needed afterwards
+
+
+def test_ra_is_wrapped_into_0_360_and_objects_land_on_the_same_tiles(tiny_survey, tiny_model, tmp_path):
+    from pipeline.run import prepare_run
+
+    def shifted(frame):
+        frame = frame.copy()
+        frame.loc[::2, "ra"] -= 360.0
+        frame.loc[1::4, "ra"] += 720.0
+        frame.loc[5, "dec"] = 91.0
+        return frame
+
+    original = prepare_run(settings_for(tiny_survey, tiny_model, tmp_path / "a"), quiet)
+    messages: list[str] = []
+    catalog = _catalog_variant(tiny_survey, tmp_path, shifted)
+    wrapped = prepare_run(settings_for(tiny_survey, tiny_model, tmp_path / "b", catalog=str(catalog)),
+                          messages.append)
+    assert wrapped.catalog["ra"].between(0, 360, inclusive="left").all()
+    np.testing.assert_allclose(wrapped.catalog["ra"], original.catalog["ra"], atol=1e-9)
+    assert any("wrapped" in message and "ra value(s) outside [0, 360)" in message for message in messages)
+    kept = original.plan.objects[original.plan.objects["row"] != 5].reset_index(drop=True)
+    pd.testing.assert_frame_equal(wrapped.plan.objects[["row", "tile", "x_px", "y_px"]].reset_index(drop=True),
+                                  kept[["row", "tile", "x_px", "y_px"]], atol=1e-6)
+    bad = wrapped.plan.failures[wrapped.plan.failures["row"] == 5]
+    assert list(bad["reason"]) == ["invalid_coordinates"] and "|dec| > 90" in bad["detail"].iloc[0]
