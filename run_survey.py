@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     compute.add_argument("--tta", action="store_true", default=None,
                          help="test-time augmentation: average each stamp's probability over its 8 flips/rotations "
                               "(8x the inference cost)")
-    compute.add_argument("--dashboard-address", metavar="HOST:PORT", help="Dask dashboard address (default: :8787)")
+    compute.add_argument("--dashboard-address", metavar="HOST:PORT", help="Dask dashboard address (default: 127.0.0.1:8787, this machine only: "
+                              "tunnel with ssh -N -L 8787:127.0.0.1:8787 HOST; ':8787' listens on every interface)")
     output = parser.add_argument_group("catalogue")
     output.add_argument("--target-prevalence", type=float, metavar="P",
                         help="lens fraction assumed in the survey for the recalibrated p_survey column (default: 1e-3)")

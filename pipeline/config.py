@@ -23,6 +23,9 @@ from pipeline.where import WhereError, parse_where
 CLUSTERS = ("local", "cuda", "slurm")
 DEVICES = ("auto", "cpu", "cuda")
 STAMP_COMPRESSIONS = ("none", "zstd")
+#: Where the Dask dashboard listens unless told otherwise: loopback only, like the
+#: inspection server (reach it through an SSH tunnel); an explicit address opens it.
+DEFAULT_DASHBOARD_ADDRESS = "127.0.0.1:8787"
 #: Simulation engines of the demo's mock survey (lensnet.simulate.definitions.ENGINES).
 DEMO_ENGINES = ("lenstronomy", "galsim")
 
@@ -79,6 +82,8 @@ class Settings:
             (an independent simulator, for measuring a model off its training simulator).
         demo_lens_fraction: fraction of lenses in the demo's mock survey.
         seed: seed of the demo's mock survey.
+        dashboard_address: where the Dask dashboard listens; default 127.0.0.1:8787 (this
+            machine only; ``:8787`` or ``0.0.0.0:8787`` opens it to the network).
     """
 
     images: str | None = None
@@ -108,7 +113,7 @@ class Settings:
     demo_engine: str = "lenstronomy"
     demo_lens_fraction: float = 0.1
     seed: int = 0
-    dashboard_address: str = ":8787"
+    dashboard_address: str = DEFAULT_DASHBOARD_ADDRESS
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod

@@ -365,3 +365,23 @@ def test_ra_is_wrapped_into_0_360_and_objects_land_on_the_same_tiles(tiny_survey
                                   kept[["row", "tile", "x_px", "y_px"]], atol=1e-6)
     bad = wrapped.plan.failures[wrapped.plan.failures["row"] == 5]
     assert list(bad["reason"]) == ["invalid_coordinates"] and "|dec| > 90" in bad["detail"].iloc[0]
+
+
+# -- 6. the Dask dashboard listens on loopback unless told otherwise ---------------------------
+
+@pytest.mark.parametrize("flags, expected", [([], "127.0.0.1:8787"), (["--dashboard-address", ":8790"], ":8790")])
+def test_dashboard_binds_to_loopback_by_default(monkeypatch, tmp_path, flags, expected):
+    import pipeline.cluster as cluster
+    from run_survey import build_parser
+
+    seen = {}
+
+    class FakeCluster:
+        def __init__(self, **kwargs):
+            seen.update(kwargs)
+
+    monkeypatch.setattr(cluster, "LocalCluster", FakeCluster)
+    args = vars(build_parser().parse_args(base_args(tmp_path) + flags))
+    args.pop("config")
+    cluster._start_cluster(resolve(None, **args))
+    assert seen["dashboard_address"] == expected
