@@ -129,10 +129,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run_survey.py: error: {error}", file=sys.stderr)
         return 2
     except Exception as error:
-        from pipeline.resume import ResumeError
+        from lensnet.checkpoint import CheckpointError
         from pipeline.images import InputError
+        from pipeline.resume import ResumeError
 
-        if isinstance(error, (InputError, ResumeError)):
+        if isinstance(error, (InputError, ResumeError, CheckpointError)):
             print(f"run_survey.py: error: {error}", file=sys.stderr)
             return 2
         raise

@@ -22,15 +22,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from lensnet.models import create_model
+from lensnet.models import create_model, list_models
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 SHIPPED_DIR = Path(__file__).parent / "weights"
 DEFAULT_MODEL = "default"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint's config or weights are unusable; the message names the file and what to do."""
 
 
 @dataclass
@@ -70,11 +75,23 @@ class ModelConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "ModelConfig":
-        data = json.loads(text)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
+        """Parse and check a config; :class:`CheckpointError` (a ValueError) says what is wrong."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise CheckpointError(f"is not valid JSON ({error})") from None
+        if not isinstance(data, dict):
+            raise CheckpointError("must hold a JSON object of config keys")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(data) - set(fields)
         if unknown:
-            raise ValueError(f"unknown model-config keys: {sorted(unknown)}")
+            raise CheckpointError(f"has unknown model-config keys: {sorted(unknown)}")
+        required = [name for name, f in fields.items()
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        missing = [name for name in required if name not in data]
+        if missing:
+            raise CheckpointError(f"lacks the key(s) {', '.join(missing)}")
+        _check_config_values(data)
         return cls(**data)
 
     def build(self) -> nn.Module:
@@ -121,20 +138,89 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _check_config_values(data: dict[str, Any]) -> None:
+    """The types and ranges of a config's values (raises CheckpointError naming the key)."""
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    architecture = data["architecture"]
+    if not isinstance(architecture, str) or architecture not in list_models():
+        raise CheckpointError(f"names architecture {architecture!r}, which is not registered "
+                              f"(registered: {', '.join(list_models())})")
+    bands = data["bands"]
+    if not (isinstance(bands, list) and bands and all(isinstance(band, str) and band for band in bands)
+            and len(set(bands)) == len(bands)):
+        raise CheckpointError(f"bands must be a list of distinct band names, not {bands!r}")
+    size = data["stamp_size_px"]
+    if not (isinstance(size, int) and not isinstance(size, bool) and size > 0):
+        raise CheckpointError(f"stamp_size_px must be a positive integer, not {size!r}")
+    if not (number(data["pixel_scale_arcsec"]) and data["pixel_scale_arcsec"] > 0):
+        raise CheckpointError(f"pixel_scale_arcsec must be a positive number, not {data['pixel_scale_arcsec']!r}")
+    from lensnet.preprocess import NORMALISATIONS
+
+    if data["normalisation"] not in NORMALISATIONS:
+        raise CheckpointError(f"normalisation {data['normalisation']!r} is not one of {', '.join(NORMALISATIONS)}")
+    for key in ("normalisation_params", "arch_kwargs", "training", "metrics"):
+        if key in data and not isinstance(data[key], dict):
+            raise CheckpointError(f"{key} must be a JSON object, not {data[key]!r}")
+    if "threshold" in data and not (number(data["threshold"]) and 0 <= data["threshold"] <= 1):
+        raise CheckpointError(f"threshold must be a number in [0, 1], not {data['threshold']!r}")
+    if "train_prevalence" in data and not (number(data["train_prevalence"]) and 0 < data["train_prevalence"] < 1):
+        raise CheckpointError(f"train_prevalence must lie strictly between 0 and 1, not {data['train_prevalence']!r}")
+    if "name" in data and not isinstance(data["name"], str):
+        raise CheckpointError(f"name must be a string, not {data['name']!r}")
+
+
 def load_config(name_or_path: str | Path) -> ModelConfig:
-    """Only the config of a checkpoint (cheap: no weights are read)."""
-    return ModelConfig.from_json((resolve_checkpoint(name_or_path) / CONFIG_FILE).read_text())
+    """Only the config of a checkpoint (cheap: no weights are read).
+
+    Raises :class:`CheckpointError` naming the file when it is unreadable or invalid.
+    """
+    path = resolve_checkpoint(name_or_path) / CONFIG_FILE
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{path} cannot be read ({error})") from None
+    try:
+        return ModelConfig.from_json(text)
+    except CheckpointError as error:
+        raise CheckpointError(f"{path} {error}; restore the checkpoint's config.json from its training run") \
+            from None
 
 
 def load_model(name_or_path: str | Path = DEFAULT_MODEL, device: str | torch.device = "cpu") -> LoadedModel:
-    """Rebuild a checkpoint's module, load its weights and put it in eval mode."""
+    """Rebuild a checkpoint's module, load its weights and put it in eval mode.
+
+    A truncated or corrupt weights file, or weights that do not fit the architecture the
+    config names, raise :class:`CheckpointError` with one line naming the file.
+    """
     directory = resolve_checkpoint(name_or_path)
     config = load_config(directory)
-    module = config.build()
-    state = load_file(directory / WEIGHTS_FILE, device=str(device))
+    weights = directory / WEIGHTS_FILE
+    try:
+        module = config.build()
+    except (TypeError, ValueError, KeyError) as error:
+        raise CheckpointError(f"{directory / CONFIG_FILE}: architecture {config.architecture!r} cannot be built "
+                              f"with arch_kwargs {config.arch_kwargs} ({error})") from None
+    try:
+        state = load_file(weights, device="cpu")
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{weights} cannot be read ({error}): the file is truncated or corrupt; "
+                              "copy the checkpoint again") from None
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    reshaped = sorted(key for key in set(expected) & set(state) if expected[key].shape != state[key].shape)
+    if missing or unexpected or reshaped:
+        problems = [f"{len(keys)} {what} (e.g. {keys[0]})" for keys, what in
+                    ((missing, "missing"), (unexpected, "unexpected"), (reshaped, "of another shape")) if keys]
+        raise CheckpointError(
+            f"{weights} does not fit architecture {config.architecture!r} with {len(config.bands)} band(s) as "
+            f"{directory / CONFIG_FILE} describes it: tensors {'; '.join(problems)}; the config names the wrong "
+            "architecture, bands or arch_kwargs for these weights")
     module.load_state_dict(state)
     module.to(device).eval()
-    return LoadedModel(module, config, directory, sha256_of(directory / WEIGHTS_FILE))
+    return LoadedModel(module, config, directory, sha256_of(weights))
 
 
 def save_checkpoint(module: nn.Module, config: ModelConfig, directory: str | Path) -> Path:

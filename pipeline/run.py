@@ -22,7 +22,7 @@ from distributed import Client, as_completed, performance_report, progress
 
 from catalogs.crossmatch import load_known_lenses
 from catalogs.flags import documentation as flags_documentation
-from lensnet.checkpoint import WEIGHTS_FILE, ModelConfig, load_config, resolve_checkpoint, sha256_of
+from lensnet.checkpoint import WEIGHTS_FILE, ModelConfig, load_config, load_model, resolve_checkpoint, sha256_of
 from pipeline import store
 from pipeline.catalog_input import read_catalog
 from pipeline.cluster import make_client
@@ -85,6 +85,10 @@ def run_with_client(settings: Settings, client: Client, log: Callable[[str], Non
 def prepare_run(settings: Settings, log: Callable[[str], None] = print) -> PreparedRun:
     """Read the model config, catalogue and tile headers; assign objects; cut the work into shards."""
     ensemble = load_ensemble(settings.model)
+    for _, path, _ in ensemble:
+        # Load each model once here, so that a truncated or mismatched checkpoint is a one-line
+        # error before any worker starts or anything is written (workers would fail one by one).
+        load_model(path, device="cpu")
     _, checkpoint, model_config = ensemble[0]
     bands = settings.bands or list(model_config.bands)
     if len(bands) != len(model_config.bands):

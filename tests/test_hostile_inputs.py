@@ -385,3 +385,46 @@ def test_dashboard_binds_to_loopback_by_default(monkeypatch, tmp_path, flags, ex
     args.pop("config")
     cluster._start_cluster(resolve(None, **args))
     assert seen["dashboard_address"] == expected
+
+
+# -- 8. corrupt checkpoints are refused before any worker starts ------------------------------
+
+def _truncate(directory: Path) -> None:
+    weights = directory / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+
+
+def _config_edit(**changes):
+    def edit(directory: Path) -> None:
+        import json
+
+        config = json.loads((directory / "config.json").read_text())
+        config.update(changes)
+        (directory / "config.json").write_text(json.dumps(config))
+    return edit
+
+
+@pytest.mark.parametrize("damage, message", [
+    (_truncate, "model.safetensors cannot be read"),
+    (lambda d: (d / "model.safetensors").write_bytes(b""), "model.safetensors cannot be read"),
+    (lambda d: (d / "config.json").write_text("{not json"), "config.json is not valid JSON"),
+    (lambda d: (d / "config.json").write_text(""), "config.json is not valid JSON"),
+    (lambda d: (d / "config.json").write_text("[1, 2]"), "config.json must hold a JSON object"),
+    (_config_edit(architecture="lensresnet-small"), "does not fit architecture 'lensresnet-small'"),
+    (_config_edit(architecture="no-such-net"), "names architecture 'no-such-net', which is not registered"),
+    (_config_edit(bands="gri"), "bands must be a list"),
+    (_config_edit(bands=["g", "r", "i", "z"]), "does not fit architecture 'lensresnet-tiny' with 4 band(s)"),
+    (_config_edit(stamp_size_px="32"), "stamp_size_px must be a positive integer"),
+    (_config_edit(normalisation="rot13"), "normalisation 'rot13' is not one of"),
+    (lambda d: (d / "model.safetensors").unlink(), "lacks model.safetensors"),
+])
+def test_corrupt_checkpoints_are_one_line_errors_before_anything_is_written(
+        tiny_survey, tiny_model, tmp_path, capsys, damage, message):
+    checkpoint = tmp_path / "model"
+    shutil.copytree(tiny_model, checkpoint)
+    damage(checkpoint)
+    error = cli_error(capsys, "--images", tiny_survey.image_pattern, "--catalog", str(tiny_survey.catalog_path),
+                      "--model", str(checkpoint), "--out", str(tmp_path / "out"), "--no-progress")
+    assert message in error
+    assert str(checkpoint) in error
+    assert not (tmp_path / "out").exists()
