@@ -117,16 +117,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = resolve(config_file, **args)
         # Imported here so that --help and argument errors answer instantly.
+        from pipeline.resume import locked_output
         from pipeline.run import run
 
         truth = None
         if settings.demo:
             from pipeline.demo import prepare_demo
 
-            settings, truth = prepare_demo(settings)
-        result = run(settings)
+            # The demo writes its mock survey into --out, so it takes the run's lock first.
+            with locked_output(settings.out):
+                settings, truth = prepare_demo(settings)
+                result = run(settings)
+        else:
+            result = run(settings)
     except (SettingsError, FileNotFoundError) as error:
         print(f"run_survey.py: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        if not error.filename:
+            raise
+        # A file system refusal (permissions, a full disk, a file where a directory belongs).
+        print(f"run_survey.py: error: {error.filename}: {error.strerror or error}; check the path, its "
+              "permissions and the free space", file=sys.stderr)
         return 2
     except Exception as error:
         from lensnet.checkpoint import CheckpointError

@@ -9,20 +9,124 @@ results into the old directory unless forced.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
+import os
 import shutil
+import socket
+import threading
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 PROGRESS_DIR = "_progress"
 STATE_FILE = "run-state.json"
-#: Entries of an output directory that belong to no run (the demo's generated inputs).
-NOT_OUTPUTS = frozenset({"mock_survey"})
+#: The lock file a run holds (fcntl.flock) in its output directory while it runs.
+LOCK_FILE = ".lock"
+#: Entries of an output directory that belong to no run (the demo's generated inputs, the lock).
+NOT_OUTPUTS = frozenset({"mock_survey", LOCK_FILE})
 
 
 class ResumeError(RuntimeError):
-    """The output directory holds a run made with other settings."""
+    """The output directory holds a run made with other settings, or cannot be used."""
+
+
+class OutputLocked(ResumeError):
+    """Another run holds the output directory's lock."""
+
+
+# Locks this process holds: resolved directory -> (open lock file, depth), so that nested
+# users (the command line around a demo, then the run itself) share one lock.
+_HELD: dict[str, list] = {}
+_HELD_GUARD = threading.Lock()
+
+
+def make_output_directory(root: str | Path) -> Path:
+    """Create ``root`` (and parents) or raise :class:`ResumeError` saying what is in the way."""
+    root = Path(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ResumeError(f"--out {root} is a file, not a directory; give a directory for the run's outputs") \
+            from None
+    except NotADirectoryError:
+        raise ResumeError(f"--out {root}: a part of the path is a file, not a directory; give another --out") \
+            from None
+    except OSError as error:
+        raise ResumeError(f"--out {root} cannot be created ({error.strerror or error}); "
+                          "choose a writable place") from None
+    if not root.is_dir():
+        raise ResumeError(f"--out {root} is not a directory; give a directory for the run's outputs")
+    return root
+
+
+@contextmanager
+def locked_output(root: str | Path, log: Callable[[str], None] | None = None) -> Iterator[Path]:
+    """Hold ``root/.lock`` for the duration: a second run on the same directory is refused.
+
+    The lock is ``fcntl.flock`` on the lock file, released by the kernel when the process
+    ends however it ends, so a crashed run never leaves a stale lock. The file holds the
+    holder's pid, host and start time for the refusal message. Reentrant within a process.
+    """
+    root = make_output_directory(root)
+    key = str(root.resolve())
+    with _HELD_GUARD:
+        if key in _HELD:
+            _HELD[key][1] += 1
+            held = True
+        else:
+            held = False
+    if held:
+        try:
+            yield root
+        finally:
+            with _HELD_GUARD:
+                _HELD[key][1] -= 1
+        return
+    path = root / LOCK_FILE
+    try:
+        handle = open(path, "a+")
+    except OSError as error:
+        raise ResumeError(f"--out {root} is not writable ({error.strerror or error} creating {path}); "
+                          "choose a writable directory") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "a process that has not yet said who it is"
+        handle.close()
+        raise OutputLocked(f"--out {root} is in use by another run ({holder}); wait for it to finish, "
+                           "or give another --out") from None
+    except OSError as error:
+        if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+            handle.close()
+            raise ResumeError(f"--out {root}: cannot lock {path} ({error.strerror or error})") from None
+        if log is not None:
+            log(f"warning: the file system of {root} does not support locks; make sure no other run uses it")
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on host {socket.gethostname()}, since "
+                 f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}\n")
+    handle.flush()
+    with _HELD_GUARD:
+        _HELD[key] = [handle, 1]
+    try:
+        yield root
+    finally:
+        with _HELD_GUARD:
+            _HELD[key][1] -= 1
+            release = _HELD[key][1] == 0
+            if release:
+                del _HELD[key]
+        if release:
+            try:
+                handle.truncate(0)
+            except OSError:
+                pass
+            handle.close()  # releases the flock
 
 
 def fingerprint(items: dict[str, Any]) -> str:

@@ -31,7 +31,7 @@ from pipeline.images import InputError, split_reference
 from pipeline.inference import ModelPlugin
 from pipeline.merge import merge_outputs
 from pipeline.plan import Plan, make_plan
-from pipeline.resume import RunDirectory, file_identity, fingerprint
+from pipeline.resume import RunDirectory, file_identity, fingerprint, locked_output
 from pipeline.tasks import cut_shard, existing, score_shard
 from pipeline.tiles import Tile, attach_maps, discover_tiles, read_tile_headers
 from pipeline.version import code_version
@@ -70,16 +70,19 @@ class PreparedRun:
 def run(settings: Settings, log: Callable[[str], None] = print) -> RunResult:
     """Check the inputs, start the cluster that ``settings`` describes, run, shut it down.
 
-    Bad inputs fail before any cluster is started.
+    Bad inputs fail before any cluster is started; the output directory is locked
+    (``out/.lock``) for the run, so a second run on it is refused rather than mixed in.
     """
     prepared = prepare_run(settings, log)
-    with make_client(settings) as client:
+    with locked_output(settings.out, log), make_client(settings) as client:
         return execute(prepared, client, log)
 
 
 def run_with_client(settings: Settings, client: Client, log: Callable[[str], None] = print) -> RunResult:
     """Run the survey on an existing client; rerunning on the same ``out`` resumes."""
-    return execute(prepare_run(settings, log), client, log)
+    prepared = prepare_run(settings, log)
+    with locked_output(settings.out, log):
+        return execute(prepared, client, log)
 
 
 def prepare_run(settings: Settings, log: Callable[[str], None] = print) -> PreparedRun:

@@ -428,3 +428,81 @@ def test_corrupt_checkpoints_are_one_line_errors_before_anything_is_written(
     assert message in error
     assert str(checkpoint) in error
     assert not (tmp_path / "out").exists()
+
+
+# -- 9, 13. unusable output directories; one run per directory --------------------------------
+
+def _run_args(tiny_survey, tiny_model, out) -> list[str]:
+    return ["--images", tiny_survey.image_pattern, "--catalog", str(tiny_survey.catalog_path),
+            "--model", str(tiny_model), "--out", str(out), "--no-progress"]
+
+
+@pytest.mark.parametrize("layout, message", [
+    ("file", "is a file, not a directory"),
+    ("under_file", "a part of the path is a file"),
+])
+def test_unusable_out_is_a_one_line_error(tiny_survey, tiny_model, tmp_path, capsys, layout, message):
+    blocker = tmp_path / "taken"
+    blocker.write_text("not a directory")
+    out = blocker if layout == "file" else blocker / "run"
+    error = cli_error(capsys, *_run_args(tiny_survey, tiny_model, out))
+    assert message in error and str(out) in error
+    assert blocker.read_text() == "not a directory"
+
+
+@pytest.mark.skipif(hasattr(__import__("os"), "geteuid") and __import__("os").geteuid() == 0,
+                    reason="root may write into read-only directories")
+def test_read_only_out_is_a_one_line_error(tiny_survey, tiny_model, tmp_path, capsys):
+    out = tmp_path / "readonly"
+    out.mkdir()
+    out.chmod(0o500)
+    try:
+        error = cli_error(capsys, *_run_args(tiny_survey, tiny_model, out))
+    finally:
+        out.chmod(0o700)
+    assert "is not writable" in error and str(out) in error
+
+
+def test_write_failures_inside_out_are_one_line_errors(tiny_survey, tiny_model, tmp_path, capsys, monkeypatch):
+    """A refusal from the file system mid-run (here: a full disk) names the file, no traceback."""
+    import pipeline.run as run_module
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(tmp_path / "out" / "run.yaml"))
+
+    monkeypatch.setattr(run_module.Settings, "save", full_disk)
+    monkeypatch.setattr(run_module, "make_client", lambda settings: __import__("contextlib").nullcontext(None))
+    error = cli_error(capsys, *_run_args(tiny_survey, tiny_model, tmp_path / "out"))
+    assert "run.yaml: No space left on device" in error
+
+
+def test_a_second_run_on_a_locked_out_says_who_holds_it(tiny_survey, tiny_model, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from pipeline.resume import locked_output\n"
+         f"with locked_output({str(out)!r}):\n    print('locked', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        error = cli_error(capsys, *_run_args(tiny_survey, tiny_model, out))
+        assert f"--out {out} is in use by another run (pid {holder.pid} on host" in error
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing of the second run was written
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_the_lock_is_released_and_reentrant(tmp_path):
+    from pipeline.resume import locked_output
+
+    with locked_output(tmp_path / "out") as root:
+        with locked_output(tmp_path / "out"):
+            assert "pid" in (root / ".lock").read_text()
+        assert "pid" in (root / ".lock").read_text()
+    with locked_output(tmp_path / "out"):  # taken again after release
+        pass
+    assert (tmp_path / "out" / ".lock").read_text() == ""
