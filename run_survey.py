@@ -56,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="CSV, FITS table or Parquet with columns id, ra, dec (degrees); other columns are carried "
                              "into the outputs")
     inputs.add_argument("--bands", metavar="LIST",
-                        help="comma-separated band names in the order the model expects (default: the model's bands)")
+                        help="comma-separated survey band names for the model's channels, in the model's order "
+                             "(default: the model's bands, from its config.json). The model's own band names are "
+                             "matched by name (i,r,g for a g,r,i model is read as g,r,i); other names map by position")
     inputs.add_argument("--where", metavar="EXPR",
                         help="preselection on catalogue columns, e.g. 'mag_r < 22 and flag == 0'; rejected objects "
                              "are listed in failures.parquet as not_selected. Allowed: column names (`odd name` in "

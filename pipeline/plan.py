@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,8 +46,6 @@ def make_plan(
     valid = np.isfinite(ra) & np.isfinite(dec) & (np.abs(dec) <= 90)
     on_tile = assigned["tile"].notna().to_numpy() & selected
 
-    unreadable = sorted(tile.name for tile in tiles if tile.error is not None)
-    off_detail = "on no tile" + (f" (tiles whose headers could not be read: {', '.join(unreadable)})" if unreadable else "")
     failures = pd.DataFrame(
         {
             "row": np.flatnonzero(~on_tile),
@@ -55,8 +54,9 @@ def make_plan(
         }
     )
     failures["detail"] = failures["reason"].map(
-        {"off_footprint": off_detail, "invalid_coordinates": "ra/dec missing, not finite, or |dec| > 90",
+        {"off_footprint": "on no tile", "invalid_coordinates": "ra/dec missing, not finite, or |dec| > 90",
          "not_selected": f"rejected by the preselection {where!r}"})
+    _blame_unreadable_tiles(failures, ra, dec, tiles)
 
     rows = np.flatnonzero(on_tile)
     objects = assigned.iloc[rows].assign(row=rows)
@@ -75,6 +75,38 @@ def make_plan(
     objects.index.name = "cutout_index"
     shards = [(start, min(start + shard_size, len(objects))) for start in range(0, len(objects), shard_size)]
     return Plan(objects, failures, shards, {tile.name: tile for tile in tiles})
+
+
+def _blame_unreadable_tiles(failures: pd.DataFrame, ra: np.ndarray, dec: np.ndarray, tiles: list[Tile]) -> None:
+    """Objects on no readable tile that an unreadable tile may hold fail as ``unreadable_tile``.
+
+    Where an unreadable tile's footprint is known (a band had a celestial WCS), exactly its
+    objects are blamed on it. Where it is not (no band had a WCS, or no header could be
+    read), no one can tell which objects it holds: every object on no readable tile is then
+    reported ``unreadable_tile``, with a detail saying it may lie on that tile.
+    """
+    broken = [tile for tile in tiles if tile.error is not None]
+    if not broken:
+        return
+    off = (failures["reason"] == "off_footprint").to_numpy()
+    rows = failures["row"].to_numpy()[off]
+    located = [dataclasses.replace(tile, error=None) for tile in broken if tile.wcs is not None]
+    detail = np.full(len(rows), None, dtype=object)
+    if located:
+        holder = assign_to_tiles(ra[rows], dec[rows], located)["tile"].to_numpy()
+        errors = {tile.name: tile.error for tile in broken}
+        for index in np.flatnonzero(pd.notna(holder)):
+            detail[index] = f"tile {holder[index]} could not be read: {errors[holder[index]]}"
+    unlocated = [tile for tile in broken if tile.wcs is None]
+    if unlocated:
+        names = ", ".join(tile.name for tile in unlocated[:5]) + (", ..." if len(unlocated) > 5 else "")
+        guess = (f"on no readable tile; tile(s) {names} could not be read ({unlocated[0].error}), "
+                 "so their footprint is unknown and the object may lie on one of them")
+        detail[pd.isna(detail)] = guess
+    blamed = pd.notna(detail)
+    positions = np.flatnonzero(off)[blamed]
+    failures.loc[failures.index[positions], "reason"] = "unreadable_tile"
+    failures.loc[failures.index[positions], "detail"] = detail[blamed]
 
 
 def select(catalog: pd.DataFrame, where: str | None) -> np.ndarray:

@@ -22,7 +22,7 @@ from distributed import Client, as_completed, performance_report, progress
 
 from catalogs.crossmatch import load_known_lenses
 from catalogs.flags import documentation as flags_documentation
-from lensnet.checkpoint import WEIGHTS_FILE, ModelConfig, load_config, load_model, resolve_checkpoint, sha256_of
+from lensnet.checkpoint import CONFIG_FILE, WEIGHTS_FILE, ModelConfig, load_config, load_model, resolve_checkpoint, sha256_of
 from pipeline import store
 from pipeline.catalog_input import read_catalog
 from pipeline.cluster import make_client
@@ -93,17 +93,22 @@ def prepare_run(settings: Settings, log: Callable[[str], None] = print) -> Prepa
         # error before any worker starts or anything is written (workers would fail one by one).
         load_model(path, device="cpu")
     _, checkpoint, model_config = ensemble[0]
-    bands = settings.bands or list(model_config.bands)
-    if len(bands) != len(model_config.bands):
-        raise SettingsError(
-            f"--bands {','.join(bands)} gives {len(bands)} band(s) but model {settings.model!r} takes "
-            f"{len(model_config.bands)} ({','.join(model_config.bands)}, in that order)"
-        )
+    bands = resolve_bands(settings.bands, list(model_config.bands), checkpoint, log)
+    # Where the band names came from, for errors about files that lack a band.
+    origin = ("" if settings.bands else
+              f" (band names {','.join(bands)} from {checkpoint / CONFIG_FILE}; if the survey names its bands "
+              "otherwise, give them with --bands in the model's order)")
     catalog = read_catalog(settings.catalog, log)
-    tiles = discover_tiles(settings.images, bands)
+    try:
+        tiles = discover_tiles(settings.images, bands)
+    except InputError as error:
+        raise InputError(f"{error}{origin}") from None
     attach_maps(tiles, settings.masks, "masks")
     attach_maps(tiles, settings.weights, "weights")
     tiles = read_tile_headers(tiles, model_config.pixel_scale_arcsec)
+    if all(tile.error is not None for tile in tiles):
+        more = f" (and {len(tiles) - 1} more tile(s) failed)" if len(tiles) > 1 else ""
+        raise InputError(f"no tile could be read: {tiles[0].name}: {tiles[0].error}{more}{origin}")
     _check_pixel_scale(tiles, model_config.pixel_scale_arcsec)
     try:
         plan = make_plan(catalog, tiles, model_config.stamp_size_px, settings.shard_size, settings.where)
@@ -230,6 +235,40 @@ def _build_graph(plan: Plan, run_dir: RunDirectory, size_px: int, batch_size: in
             str(run_dir.store), cut, str(score_part), start, stop, batch_size,
             dask_key_name=f"score-{shard:06d}"))
     return tasks, done
+
+
+def resolve_bands(given: list[str] | None, model_bands: list[str], checkpoint: Path,
+                  log: Callable[[str], None] = print) -> list[str]:
+    """The survey's band names for the model's input channels, in the model's order.
+
+    The model's config is the truth about channel order. Without ``--bands``, its band
+    names are used. A ``--bands`` list of the model's own names in another order (e.g.
+    ``i,r,g`` for a g,r,i model) is matched by name and put into the model's order. Other
+    names map by position (a survey's own names, e.g. ``HSC-G,HSC-R,HSC-I``), but a model
+    band name at another position than the model's is refused: that would swap channels.
+    """
+    source = f"{checkpoint / CONFIG_FILE}"
+    if given is None:
+        return list(model_bands)
+    if len(given) != len(model_bands):
+        raise SettingsError(
+            f"--bands {','.join(given)} gives {len(given)} band(s) but the model takes {len(model_bands)} "
+            f"({','.join(model_bands)}, in that order, from {source})")
+    if given == model_bands:
+        return list(given)
+    if sorted(given) == sorted(model_bands):
+        log(f"--bands {','.join(given)}: matched by name to the model's channels, which are "
+            f"{','.join(model_bands)} in that order ({source})")
+        return list(model_bands)
+    for position, band in enumerate(given):
+        if band in model_bands and model_bands.index(band) != position:
+            raise SettingsError(
+                f"--bands {','.join(given)} puts band {band} at position {position + 1}, but it is channel "
+                f"{model_bands.index(band) + 1} of the model ({','.join(model_bands)}, from {source}); list the "
+                "bands in the model's order (names the model does not use are matched by position)")
+    log(f"--bands {','.join(given)}: the model's channels {','.join(model_bands)} read bands "
+        f"{','.join(given)} in that order")
+    return list(given)
 
 
 def load_ensemble(models: str) -> list[tuple[str, Path, ModelConfig]]:

@@ -36,6 +36,8 @@ class Tile:
         reference_band: the band whose grid stamps are laid out on.
         resampled_bands: bands on another grid, resampled onto the reference grid when cut.
         error: why the tile's headers could not be read; such a tile fails only its own objects.
+            ``shape`` and ``wcs`` are then those of a band that did have a celestial WCS (its
+            footprint, for the failure list), or unset when none did.
     """
 
     name: str
@@ -126,6 +128,7 @@ def read_tile_header(tile: Tile, target_scale_arcsec: float | None = None) -> Ti
             grids[band] = (shape, wcs, float(np.mean(proj_plane_pixel_scales(wcs.celestial)) * 3600.0))
     except (OSError, InputError, KeyError, ValueError) as error:
         tile.error = f"{type(error).__name__}: {error}"
+        _footprint_of_unreadable(tile)
         return tile
     bands = list(grids)
     reference_band = bands[0] if target_scale_arcsec is None else min(
@@ -135,6 +138,23 @@ def read_tile_header(tile: Tile, target_scale_arcsec: float | None = None) -> Ti
     tile.resampled_bands = [band for band in bands
                             if not same_grid(grids[band][0], grids[band][1], tile.shape, tile.wcs)]
     return tile
+
+
+def _footprint_of_unreadable(tile: Tile) -> None:
+    """Give an unreadable tile the grid of any band that has a celestial WCS, if one does.
+
+    The tile still fails (``error`` stays set); its footprint only lets the planner say
+    which objects it would have held (``unreadable_tile``) rather than ``off_footprint``.
+    """
+    for reference in tile.paths.values():
+        try:
+            header = read_header(reference)
+            wcs = WCS(header, naxis=2)
+            if wcs.has_celestial:
+                tile.shape, tile.wcs = (int(header["NAXIS2"]), int(header["NAXIS1"])), wcs
+                return
+        except (OSError, InputError, KeyError, ValueError):
+            continue
 
 
 def read_tile_headers(tiles: list[Tile], target_scale_arcsec: float | None = None, threads: int = 8) -> list[Tile]:

@@ -506,3 +506,90 @@ def test_the_lock_is_released_and_reentrant(tmp_path):
     with locked_output(tmp_path / "out"):  # taken again after release
         pass
     assert (tmp_path / "out" / ".lock").read_text() == ""
+
+
+# -- 10. band order: the model's config is the truth -------------------------------------------
+
+def test_bands_in_another_order_are_matched_by_name(tiny_survey, tiny_model, tmp_path):
+    from pipeline.run import prepare_run
+
+    messages: list[str] = []
+    prepared = prepare_run(settings_for(tiny_survey, tiny_model, tmp_path / "out", bands=["i", "r", "g"]),
+                           messages.append)
+    assert prepared.bands == ["g", "r", "i"]
+    for tile in prepared.tiles:
+        assert list(tile.paths) == ["g", "r", "i"]
+        assert all(path.endswith(f"_{band}.fits") for band, path in tile.paths.items())
+    assert any("matched by name" in message for message in messages)
+
+
+@pytest.mark.parametrize("bands, outcome", [
+    (["g", "r", "i"], ["g", "r", "i"]),
+    (["r", "i", "g"], ["g", "r", "i"]),
+    (["HSC-G", "HSC-R", "HSC-I"], ["HSC-G", "HSC-R", "HSC-I"]),  # the survey's own names, by position
+    (["g", "HSC-R", "i"], ["g", "HSC-R", "i"]),
+    (["r", "g", "z"], "puts band r at position 1, but it is channel 2"),
+    (["g", "r"], "gives 2 band(s) but the model takes 3"),
+])
+def test_band_lists_map_by_name_or_position_never_by_accident(bands, outcome, tmp_path):
+    from pipeline.run import resolve_bands
+
+    if isinstance(outcome, list):
+        assert resolve_bands(bands, ["g", "r", "i"], tmp_path, quiet) == outcome
+    else:
+        with pytest.raises(SettingsError, match="config.json") as raised:
+            resolve_bands(bands, ["g", "r", "i"], tmp_path, quiet)
+        assert outcome in str(raised.value)
+
+
+# -- 11. a tile without a celestial WCS fails its objects as unreadable_tile -------------------
+
+def _without_wcs(survey, bands):
+    first = survey.tiles[0]
+
+    def change(tile, band, hdu):
+        if tile == first and band in bands:
+            return fits.PrimaryHDU(hdu.data)  # pixels only: no WCS keywords at all
+        return hdu
+    return change
+
+
+@pytest.mark.parametrize("stripped", [("r",), ("g", "r", "i")])
+def test_a_tile_without_wcs_fails_its_objects_as_unreadable_tile(tiny_survey, tiny_model, tmp_path, stripped):
+    from pipeline.run import prepare_run
+
+    pattern = copy_survey(tiny_survey, tmp_path / "tiles", _without_wcs(tiny_survey, stripped))
+    reference = prepare_run(settings_for(tiny_survey, tiny_model, tmp_path / "a"), quiet)
+    prepared = prepare_run(settings_for(tiny_survey, tiny_model, tmp_path / "b", images=pattern), quiet)
+    first = tiny_survey.tiles[0]
+    failures = prepared.plan.failures.set_index("row")
+    only_on_first = set(reference.plan.objects["row"]) - set(prepared.plan.objects["row"])
+    assert only_on_first and set(failures.loc[sorted(only_on_first), "reason"]) == {"unreadable_tile"}
+    assert failures.loc[sorted(only_on_first), "detail"].str.contains(first).all()
+    assert failures.loc[sorted(only_on_first), "detail"].str.contains("celestial WCS").all()
+    off = reference.plan.failures["row"]
+    if len(stripped) < 3:  # another band's WCS gives the footprint: off-footprint objects stay so
+        assert set(failures.loc[off, "reason"]) == {"off_footprint"}
+    else:  # no footprint: the planner cannot tell, and says so
+        assert set(failures.loc[off, "reason"]) == {"unreadable_tile"}
+        assert failures.loc[off, "detail"].str.contains("footprint is unknown").all()
+
+
+def test_no_readable_tile_at_all_is_refused(tiny_survey, tiny_model, tmp_path, capsys):
+    pattern = copy_survey(tiny_survey, tmp_path / "tiles", lambda tile, band, hdu: fits.PrimaryHDU(hdu.data))
+    error = cli_error(capsys, "--images", pattern, "--catalog", str(tiny_survey.catalog_path),
+                      "--model", str(tiny_model), "--out", str(tmp_path / "out"), "--no-progress")
+    assert "no tile could be read" in error and "has no celestial WCS" in error
+
+
+# -- 15. a missing band says where the band names came from -------------------------------------
+
+def test_a_missing_band_names_the_model_config_as_the_source_of_band_names(tiny_survey, tiny_model, tmp_path,
+                                                                           capsys):
+    pattern = copy_survey(tiny_survey, tmp_path / "tiles")
+    for tile in tiny_survey.tiles:
+        Path(pattern.format(tile=tile, band="i")).rename(tmp_path / "tiles" / f"{tile}_I.fits")
+    error = cli_error(capsys, "--images", pattern, "--catalog", str(tiny_survey.catalog_path),
+                      "--model", str(tiny_model), "--out", str(tmp_path / "out"), "--no-progress")
+    assert "lack bands" in error
+    assert f"band names g,r,i from {tiny_model / 'config.json'}" in error and "--bands" in error
