@@ -7,6 +7,7 @@ under a second each; the few that need a run use the small session fixtures.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -593,3 +594,31 @@ def test_a_missing_band_names_the_model_config_as_the_source_of_band_names(tiny_
                       "--model", str(tiny_model), "--out", str(tmp_path / "out"), "--no-progress")
     assert "lack bands" in error
     assert f"band names g,r,i from {tiny_model / 'config.json'}" in error and "--bands" in error
+
+
+# -- 12. deeply nested JSON in a grade POST is a 400, not an uncaught RecursionError ----------
+
+@pytest.mark.parametrize("body", [
+    "[" * 2000 + "]" * 2000,
+    '{"grader": "alice", "object_id": ' + "[" * 1900 + "]" * 1900 + ', "grade": 2}',
+])
+def test_deeply_nested_grade_posts_are_refused_with_400(tiny_model, tmp_path, body):
+    from catalogs.inspect.cache import MapSettings, build_cache
+    from catalogs.inspect.data import open_run
+    from catalogs.inspect.server import InspectionApp, make_server, serve_in_thread
+    from tests.test_inspect_server import post_grade, request, write_run
+
+    run = open_run(write_run(tmp_path / "run", tiny_model, n=3), 3)
+    server = make_server(InspectionApp(run, build_cache(run, MapSettings(enabled=False))), "127.0.0.1", 0)
+    serve_in_thread(server)
+    try:
+        assert len(body) <= 4096
+        status, _, answer = request(server, "POST", "/api/grades", body, {"Content-Type": "application/json"})
+        assert status == 400
+        assert json.loads(answer) == {"error": "the body is nested too deeply"}
+        # The server is still answering.
+        object_id = json.loads(request(server, "GET", "/api/candidates")[2])["candidates"][0]["object_id"]
+        assert post_grade(server, {"grader": "alice", "object_id": object_id, "grade": 2})[0] == 201
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -229,10 +229,14 @@ class InspectionHandler(BaseHTTPRequestHandler):
             payload = json.loads(self.rfile.read(length))
         except (json.JSONDecodeError, UnicodeDecodeError):
             return self._error(HTTPStatus.BAD_REQUEST, "the body is not valid JSON")
+        except RecursionError:  # e.g. [[[[...]]]]: the body limit still allows ~2000 levels
+            return self._error(HTTPStatus.BAD_REQUEST, "the body is nested too deeply")
         try:
             row = self.app.add_grade(payload)
         except ValidationError as error:
             return self._error(HTTPStatus.BAD_REQUEST, str(error))
+        except RecursionError:
+            return self._error(HTTPStatus.BAD_REQUEST, "a field is nested too deeply")
         row["object_id"] = _plain(row["object_id"])
         return self._json(HTTPStatus.CREATED, row)
 
