@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -41,7 +42,7 @@ import yaml
 
 from lensnet.checkpoint import CONFIG_FILE, LoadedModel, load_model
 from lensnet.crosssim import completeness_at_fpr, headline
-from lensnet.data import describe_spec, materialise, stamp_set_from_spec
+from lensnet.data import SIMULATION_CACHE_ENV, cache_name, describe_spec, materialise, stamp_set_from_spec
 from lensnet.evaluate import score_stamps
 from lensnet.models import list_models
 from lensnet.train import TrainConfig, _jsonable, train
@@ -105,10 +106,10 @@ def compare(base: TrainConfig, architectures: list[str], out: str | Path, comman
     variants = dict(variants) if variants else {"": base.data}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    trained = {name: materialise(spec, out / "data" / (f"train-{name}" if name else "train"))
+    trained = {name: _materialise(spec, out / "data" / (f"train-{name}" if name else "train"))
                for name, spec in variants.items()}
     test_specs = base.test_data if isinstance(base.test_data, list) else [base.test_data]
-    test_dirs = materialise(test_specs, out / "data" / "test")
+    test_dirs = _materialise(test_specs, out / "data" / "test")
     device = torch.device("cuda" if base.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if base.device == "auto" else base.device))
     runs = []
@@ -140,6 +141,16 @@ def compare(base: TrainConfig, architectures: list[str], out: str | Path, comman
     (out / COMPARISON_FILE).write_text(json.dumps(_jsonable(result), indent=2) + "\n")
     (out / "comparison.md").write_text(render_table(result) + "\n")
     return result
+
+
+def _materialise(spec: Any, directory: Path) -> Any:
+    """Simulated specs on disk: in the simulation cache when one is set, else in ``directory``."""
+    if isinstance(spec, list):
+        return [_materialise(member, directory / str(index)) for index, member in enumerate(spec)]
+    cache = os.environ.get(SIMULATION_CACHE_ENV)
+    if cache and isinstance(spec, dict):
+        return materialise(spec, Path(cache) / cache_name(spec["simulate"]))
+    return materialise(spec, directory)
 
 
 def _finished(directory: Path, epochs: int) -> bool:

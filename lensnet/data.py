@@ -157,7 +157,8 @@ def materialise(spec: DataSpec, directory: str | Path) -> str | list:
     return str(directory)
 
 
-def _cache_name(settings: dict) -> str:
+def cache_name(settings: dict) -> str:
+    """The simulation cache's directory name of a simulate spec's settings."""
     merged = {**_SIMULATE_DEFAULTS, **settings}
     return (f"{merged['engine']}-{merged['profile']}-n{merged['n']}-seed{merged['seed']}"
             f"-lens{merged['lens_fraction']}-chunk{merged['chunk_size']}-size{merged['size_px'] or 'default'}")
@@ -177,7 +178,7 @@ def stamp_set_from_spec(spec: DataSpec, limit: int | None = None) -> StampSet:
     if isinstance(spec, dict):
         cache = os.environ.get(SIMULATION_CACHE_ENV)
         if cache:
-            return load_stamp_set(materialise(spec, Path(cache) / _cache_name(spec["simulate"])))
+            return load_stamp_set(materialise(spec, Path(cache) / cache_name(spec["simulate"])))
         return simulated_stamp_set(**spec["simulate"])
     return load_stamp_set(spec, limit)
 

@@ -14,6 +14,8 @@ standard deviation. ``--fold I`` trains only fold I (e.g. one fold per batch job
 Fine-tuning: ``--init-from CHECKPOINT`` starts from a checkpoint (its architecture and
 normalisation are kept); ``--freeze-backbone`` then trains only the last linear layer, with
 the rest of the network, batch-norm statistics included, left exactly as it was.
+``--patience N`` stops once the validation loss has not improved for N epochs (the best
+checkpoint is kept, and a resumed run that had stopped stays stopped).
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ class TrainConfig:
     freeze_backbone: bool = False
     resume: bool = False
     stop_after_epochs: int | None = None
+    patience: int | None = None
     limit: int | None = None
     threads: int | None = None
     name: str = ""
@@ -155,6 +158,8 @@ def train(config: TrainConfig, command: str | None = None) -> Path:
         raise ValueError(f"need folds >= 1 and 0 <= fold < folds; got folds={config.folds}, fold={config.fold}")
     if config.folds == 1 and config.fold is not None:
         raise ValueError("--fold needs --folds K with K >= 2")
+    if config.patience is not None and config.patience < 1:
+        raise ValueError(f"--patience must be at least 1 epoch; got {config.patience}")
     config = _with_init_checkpoint_settings(config)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -252,6 +257,8 @@ def _fit(config: TrainConfig, data: StampSet, inputs: torch.Tensor, labels: torc
 
     use_amp = device.type == "cuda"
     last_epoch = config.epochs
+    if config.patience is not None and _stale_epochs(history) >= config.patience:
+        last_epoch = start_epoch  # a resumed run that had already stopped early
     if config.stop_after_epochs is not None:
         # Stop early in this invocation (e.g. before a batch job's walltime) and --resume later.
         last_epoch = min(config.epochs, start_epoch + config.stop_after_epochs)
@@ -306,7 +313,10 @@ def _fit(config: TrainConfig, data: StampSet, inputs: torch.Tensor, labels: torc
                     "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
                     "epoch": epoch, "epochs": config.epochs, "best_val": best_val, "history": history,
                     "validation": validation}, state_path)
-    if last_epoch == config.epochs:
+        if config.patience is not None and _stale_epochs(history) >= config.patience:
+            print(f"stopping early: no better validation loss for {config.patience} epochs", flush=True)
+            break
+    if last_epoch == config.epochs or (config.patience is not None and _stale_epochs(history) >= config.patience):
         test_metrics = evaluate_checkpoint(out, test, config, device) if test is not None else None
         if fold is not None:
             result = {"fold": fold, "n_train": len(train_index), "n_val": n_val, **validation}
@@ -315,6 +325,14 @@ def _fit(config: TrainConfig, data: StampSet, inputs: torch.Tensor, labels: torc
                                                                              "tpr10")}
             (out / FOLD_RESULT_FILE).write_text(json.dumps(_jsonable(result), indent=2) + "\n")
     return out
+
+
+def _stale_epochs(history: list[dict[str, Any]]) -> int:
+    """Epochs since the best validation loss (0 when the last epoch was the best)."""
+    if not history:
+        return 0
+    best = min(range(len(history)), key=lambda index: history[index]["val_loss"])
+    return len(history) - 1 - best
 
 
 def evaluate_checkpoint(out: Path, test: StampSet, config: TrainConfig, device: torch.device) -> dict[str, Any]:

@@ -106,3 +106,13 @@ def test_flatten_head_architectures_are_sized_from_the_data(tmp_path):
     loaded = load_model(out)
     assert loaded.config.arch_kwargs["input_size_px"] == 64
     assert loaded.module(torch.zeros(2, 3, 64, 64)).shape == (2,)
+
+
+def test_early_stopping_counts_epochs_since_the_best_validation_loss(tmp_path):
+    from lensnet.train import _stale_epochs
+
+    assert _stale_epochs([]) == 0
+    history = [{"val_loss": v} for v in (0.7, 0.5, 0.6, 0.55)]
+    assert _stale_epochs(history) == 2 and _stale_epochs(history[:2]) == 0
+    with pytest.raises(ValueError, match="patience"):
+        train(TrainConfig(data="unused", out=str(tmp_path), patience=0))

@@ -12,7 +12,8 @@ a non-lens) are NaN.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -157,6 +158,27 @@ def draw_kinds(
     return [kinds[i] for i in rng.permutation(n)]
 
 
+@contextmanager
+def single_threaded() -> Iterator[None]:
+    """Run the simulation on one thread: parallelism comes from processes (one per core).
+
+    caustics (torch) and GalSim (OpenMP) would otherwise each start a thread per core in
+    every worker process; with a process per core that oversubscription made simulating
+    nine times slower on a 2-core machine. The previous settings are restored afterwards.
+    """
+    import galsim
+    import torch
+
+    torch_threads, omp_threads = torch.get_num_threads(), galsim.get_omp_threads()
+    torch.set_num_threads(1)
+    galsim.set_omp_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(torch_threads)
+        galsim.set_omp_threads(omp_threads)
+
+
 def simulate_stamps(
     n: int,
     profile: SurveyProfile | str,
@@ -195,7 +217,8 @@ def simulate_stamps(
     if engine == "galsim":
         from lensnet.simulate.galsim_engine import simulate_stamps as simulate_galsim
 
-        return simulate_galsim(n, profile, int(rng.integers(2**63 - 1)), kinds, size, index_offset)
+        with single_threaded():
+            return simulate_galsim(n, profile, int(rng.integers(2**63 - 1)), kinds, size, index_offset)
     stamps = np.empty((n, profile.n_bands, size, size), dtype=np.float32)
     records = []
     for i, kind in enumerate(kinds):
