@@ -7,8 +7,8 @@ pandas. Nothing in the expression can reach a module, an attribute, a method or 
 
 Allowed:
 
-* column names (as bare names, or in backticks for names that are not identifiers:
-  ``\\`mag r\\` < 22``), numbers, strings, ``True``/``False``, ``nan``, ``inf``;
+* column names (bare, or in backticks for names that are not identifiers, as in
+  pandas: `` `mag r` < 22 ``), numbers, strings, ``True``/``False``, ``nan``, ``inf``;
 * comparisons ``== != < <= > >=``, chained as in ``20 < mag_r < 22``;
 * ``and``/``or``/``not`` and their pandas spellings ``&``/``|``/``~`` (per row);
 * ``x in [a, b, ...]`` and ``x not in [...]`` with a list or tuple of constants;
@@ -173,8 +173,8 @@ class Preselection:
             value = self._eval(self.tree.body, catalog)
         except RecursionError:
             raise WhereError(f"--where {self.expression!r}: nested too deeply") from None
-        if isinstance(value, pd.Series) and value.dtype == bool:
-            return value.to_numpy()
+        if isinstance(value, pd.Series) and (value.dtype == bool or isinstance(value.dtype, pd.BooleanDtype)):
+            return _plain_bool(value).to_numpy()
         if isinstance(value, (bool, np.bool_)):
             return np.full(len(catalog), bool(value))
         raise WhereError(f"--where {self.expression!r} must be a condition (true/false per row), e.g. 'mag_r < 22'")
@@ -184,8 +184,8 @@ class Preselection:
     def _condition(self, value: Any, word: str) -> Any:
         if isinstance(value, (bool, np.bool_)):
             return bool(value)
-        if isinstance(value, pd.Series) and value.dtype == bool:
-            return value
+        if isinstance(value, pd.Series) and (value.dtype == bool or isinstance(value.dtype, pd.BooleanDtype)):
+            return _plain_bool(value)
         raise WhereError(f"--where {self.expression!r}: '{word}' needs conditions (true/false per row) on both "
                          "sides; put comparisons in parentheses, e.g. (mag_r < 22) & (flag == 0)")
 
@@ -238,9 +238,10 @@ class Preselection:
                     value = self._arithmetic(lambda: _COMPARISONS[type(op)](left, right), comparing=True)
                     if not isinstance(value, pd.Series):
                         value = pd.Series(np.full(len(catalog), bool(value)), index=catalog.index)
+                value = _plain_bool(value)
                 result = value if result is None else (result & value)
                 left = right
-            return result.astype(bool)
+            return result
         if isinstance(node, ast.Call):
             argument = self._eval(node.args[0], catalog)
             return self._arithmetic(lambda: FUNCTIONS[node.func.id](argument))
@@ -265,6 +266,13 @@ class Preselection:
             what = "compare" if comparing else "compute"
             raise WhereError(f"--where {self.expression!r}: cannot {what} this on the catalogue's columns "
                              f"({error}); are the column types what you expect?") from None
+
+
+def _plain_bool(values: pd.Series) -> pd.Series:
+    """A boolean column without missing values: a missing comparison (pd.NA) counts as False."""
+    if isinstance(values.dtype, pd.BooleanDtype):
+        return values.fillna(False).astype(bool)
+    return values.astype(bool)
 
 
 def parse_where(expression: str | None) -> Preselection | None:

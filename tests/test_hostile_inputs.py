@@ -144,6 +144,14 @@ def test_where_functions_and_backtick_names():
                                   np.log10(frame["mag_r"].fillna(1)) > 1.34)
 
 
+def test_where_on_nullable_columns_counts_missing_as_false():
+    frame = pd.DataFrame({"n": pd.array([1, None, 3], dtype="Int64"),
+                          "ok": pd.array([True, None, False], dtype="boolean")})
+    np.testing.assert_array_equal(select(frame, "n > 1"), [False, False, True])
+    np.testing.assert_array_equal(select(frame, "ok and n >= 1"), [True, False, False])
+    np.testing.assert_array_equal(select(frame, "n in [1, 3]"), [True, False, True])
+
+
 @pytest.mark.parametrize("expression, message", [
     ("mag_r << 2", "unsupported syntax: the operator LShift"),
     ("mag_r <", "syntax error"),
