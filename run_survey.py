@@ -29,6 +29,7 @@ examples:
   python run_survey.py --demo --out demo/
   python run_survey.py --images 'tiles/{{tile}}_{{band}}.fits' --catalog sources.parquet --bands g,r,i --out run1/
   python run_survey.py --config survey.yaml --scheduler tcp://10.0.0.5:8786
+  python -m lensnet.adapt run1/ && python run_survey.py --rescore run1/ --model run1/adapted
 """
 
 
@@ -100,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="discard results in --out made with other inputs or settings")
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=None,
                         help="no progress bar")
+    parser.add_argument("--rescore", metavar="RUN",
+                        help="score the cutout store of the finished run in RUN again with --model (an adapted "
+                             "checkpoint, another model or an ensemble), without reading any tile; writes a full set "
+                             "of products into --out (default RUN/rescore-<model name>)")
     demo = parser.add_argument_group("demo")
     demo.add_argument("--demo", action="store_true", default=None,
                       help="generate a mock survey with known lenses in --out/mock_survey, run on it, print AUROC")
@@ -117,21 +122,26 @@ def main(argv: list[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
     config_file = args.pop("config")
     try:
-        settings = resolve(config_file, **args)
-        # Imported here so that --help and argument errors answer instantly.
-        from pipeline.resume import locked_output
-        from pipeline.run import run
-
         truth = None
-        if settings.demo:
-            from pipeline.demo import prepare_demo
+        # Imported here so that --help and argument errors answer instantly.
+        if args.get("rescore"):
+            from pipeline.rescore import rescore, rescore_settings
 
-            # The demo writes its mock survey into --out, so it takes the run's lock first.
-            with locked_output(settings.out):
-                settings, truth = prepare_demo(settings)
-                result = run(settings)
+            result = rescore(rescore_settings(args, config_file))
         else:
-            result = run(settings)
+            from pipeline.resume import locked_output
+            from pipeline.run import run
+
+            settings = resolve(config_file, **args)
+            if settings.demo:
+                from pipeline.demo import prepare_demo
+
+                # The demo writes its mock survey into --out, so it takes the run's lock first.
+                with locked_output(settings.out):
+                    settings, truth = prepare_demo(settings)
+                    result = run(settings)
+            else:
+                result = run(settings)
     except (SettingsError, FileNotFoundError) as error:
         print(f"run_survey.py: error: {error}", file=sys.stderr)
         return 2

@@ -215,7 +215,6 @@ def _operating_point(y: np.ndarray, s: np.ndarray, logit_threshold: float, train
     selected = s >= logit_threshold
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     tp, fp = int(np.count_nonzero(selected & y)), int(np.count_nonzero(selected & ~y))
-    tpr, fpr = tp / n_pos, fp / n_neg
     tpr_low = stats.beta.ppf(0.025, tp, n_pos - tp + 1) if tp > 0 else 0.0
     fpr_high = stats.beta.ppf(0.975, fp + 1, n_neg - fp) if fp < n_neg else 1.0
     shift = _logit(p_target) - _logit(train_prevalence)

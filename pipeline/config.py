@@ -76,6 +76,8 @@ class Settings:
         hats_min_rows: also write a HEALPix-partitioned (HATS) copy when the catalogue has more rows.
         force: discard an output directory made with other settings instead of refusing.
         progress: draw a progress bar in the terminal.
+        rescore: a finished run's directory whose cutout store is scored again with ``model``
+            (no tile is read; see :mod:`pipeline.rescore`).
         demo: generate a mock survey into ``out/mock_survey`` and run on it.
         demo_objects: size of the demo's mock survey.
         demo_engine: simulation engine of the demo's mock survey: ``lenstronomy`` or ``galsim``
@@ -108,6 +110,7 @@ class Settings:
     hats_min_rows: int = 1_000_000
     force: bool = False
     progress: bool = True
+    rescore: str | None = None
     demo: bool = False
     demo_objects: int = 1200
     demo_engine: str = "lenstronomy"
@@ -130,6 +133,8 @@ class Settings:
         self._check_types()
         if self.out is None:
             raise SettingsError("--out is required: the directory for the catalogue and the cutout store")
+        if self.rescore and self.demo:
+            raise SettingsError("--rescore and --demo exclude each other")
         if not self.demo:
             if not self.images:
                 raise SettingsError("--images is required: a path pattern such as 'tiles/{tile}_{band}.fits'")

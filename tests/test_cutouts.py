@@ -1,5 +1,4 @@
 import numpy as np
-import pandas as pd
 import pytest
 from astropy.coordinates import SkyCoord
 from astropy.nddata import Cutout2D

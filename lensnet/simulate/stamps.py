@@ -234,6 +234,7 @@ def simulate_stamps(
             **truth_record(params, profile, image, offset_px=offset, arc_image=arcs),
         }
         record["offset_x_px"], record["offset_y_px"] = offset
+        record["redraws"] = 0
         records.append(record)
     truth = pd.DataFrame.from_records(records)
     if n == 0:

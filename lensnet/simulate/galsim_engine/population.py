@@ -208,7 +208,7 @@ def _draw_ring(rng: np.random.Generator, profile: SurveyProfile) -> Drawn:
         r_half = _size(rng, mag, 1.2, 0.2, 4.0)
         host = _early_type_group(rng, profile, "nucleus", mag, r_half, z)
         ring_frac = _u(rng, 0.05, 0.25)
-        radius = _u(rng, max(1.0, 1.2 * r_half), 4.0)
+        radius = _u(rng, max(1.0, 1.2 * r_half), max(4.0, 1.2 * r_half + 0.5))
         ring = _ring_shape(rng, radius, _u(rng, 0.08, 0.3), int(rng.integers(0, 8)), q, beta)
         ring_colour = draw_colour(rng, str(rng.choice(["starforming", "intermediate", "passive"])), z)
     else:  # a collisional or resonance ring galaxy, often with an off-centre nucleus

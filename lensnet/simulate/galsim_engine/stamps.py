@@ -19,6 +19,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+import galsim
 import numpy as np
 import pandas as pd
 from scipy.signal import fftconvolve
@@ -36,6 +37,8 @@ Part = Literal["all", "lensed", "unlensed"]
 LENSED_SUPERSAMPLING = 4
 CONVOLUTION_SUPERSAMPLING = 2
 CENTRING_JITTER_PX = 1.0
+#: Draws of an object that GalSim could not render before giving up.
+MAX_REDRAWS = 3
 
 
 def _band_counts(group: Mapping[str, Any], profile: SurveyProfile) -> np.ndarray:
@@ -256,14 +259,23 @@ def simulate_stamps(n: int, profile: SurveyProfile | str, seed: int | np.random.
     stamps = np.empty((n, profile.n_bands, size, size), dtype=np.float32)
     records = []
     for index, kind in enumerate(kinds):
-        params = draw_parameters(rng, kind, profile)
-        offset = tuple(float(v) for v in rng.uniform(-CENTRING_JITTER_PX, CENTRING_JITTER_PX, size=2))
-        arcs = calibrate_source(params, profile, size, offset) if params["is_lens"] else None
-        unlensed = render(params, profile, size, offset, part="unlensed")
+        for attempt in range(MAX_REDRAWS + 1):
+            params = draw_parameters(rng, kind, profile)
+            offset = tuple(float(v) for v in rng.uniform(-CENTRING_JITTER_PX, CENTRING_JITTER_PX, size=2))
+            try:
+                arcs = calibrate_source(params, profile, size, offset) if params["is_lens"] else None
+                unlensed = render(params, profile, size, offset, part="unlensed")
+                break
+            except (galsim.GalSimError, ValueError, RuntimeError):
+                # a rare corner of parameter space GalSim cannot draw: draw the object anew,
+                # and say so in the truth (column redraws) rather than stop a long simulation
+                if attempt == MAX_REDRAWS:
+                    raise
         image = unlensed if arcs is None else arcs + unlensed
         stamps[index] = observe(params, image, profile, int(rng.integers(2**63 - 1)))
         record = {"stamp_index": index_offset + index, **truth_record(params, profile, image, offset, arcs)}
         record["offset_x_px"], record["offset_y_px"] = offset
+        record["redraws"] = attempt
         records.append(record)
     truth = pd.DataFrame.from_records(records)
     if n == 0:

@@ -1,0 +1,277 @@
+"""Adapting to a survey: hosts, injections, fine-tuning, selection function, and rescoring a run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lensnet.adapt import AdaptConfig, AdaptError, adapt
+from lensnet.adapt import hosts as host_tools
+from lensnet.adapt import inject as injection
+from lensnet.adapt.__main__ import main as adapt_main
+from lensnet.checkpoint import load_config
+from lensnet.simulate import components
+from lensnet.simulate import render as render_lenstronomy
+from lensnet.simulate.galsim_engine import render
+from lensnet.simulate.profiles import get_profile
+from pipeline.config import SettingsError
+from pipeline.rescore import execute_rescore, prepare_rescore, rescore_settings
+from pipeline.run import run_with_client
+from tests.test_run import settings_for
+
+GRI = get_profile("ground-gri")
+RECIPE = injection.InjectionRecipe(psf_fwhm_arcsec=(0.8, 0.7, 0.75), zeropoints=(30.0, 30.0, 30.0))
+#: Loose host cuts for the tiny mock survey (a few dozen galaxies of every kind).
+LOOSE = ["--host-mag-max", "30", "--colour-min", "-5", "--concentration-min", "0"]
+
+
+def _host_stamps(n: int = 3, size: int = 64, seed: int = 0) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """Elliptical galaxies off the stamp centre, on white noise; returns stamps and centres (x, y)."""
+    rng = np.random.default_rng(seed)
+    stamps, centres = [], []
+    for _ in range(n):
+        dx, dy = rng.uniform(-2, 2, 2)
+        galaxy = {"groups": [{"name": "g", "lensed": False, "mags": [20.5, 19.2, 18.7],
+                              "components": [components.sersic(0.8, 4.0, 0.5, 0.4)]}],
+                  "lens_model": None, "psf_fwhm_arcsec": [0.8, 0.7, 0.75], "psf_moffat_beta": 3.0}
+        image = render_lenstronomy(galaxy, GRI, size, offset_px=(dx, dy))
+        stamps.append(image + rng.normal(0, 2.0, image.shape).astype(np.float32))
+        centres.append(((size - 1) / 2 + dx, (size - 1) / 2 + dy))
+    return np.stack(stamps), centres
+
+
+def test_host_measurements_find_the_centroid_colour_and_shape():
+    stamps, centres = _host_stamps()
+    measured = host_tools.measure(stamps, 0.2, [30.0] * 3, reference=1)
+    for (x, y), (_, row) in zip(centres, measured.iterrows(), strict=True):
+        assert row["centroid_x_px"] == pytest.approx(x, abs=0.1) and row["centroid_y_px"] == pytest.approx(y, abs=0.1)
+        assert row["host_colour"] == pytest.approx(1.3, abs=0.1)  # g - r of the painted galaxy in an aperture
+        assert row["axis_ratio"] < 0.8 and row["position_angle"] == pytest.approx(0.4, abs=0.15)
+        assert row["sky_sigma_0"] == pytest.approx(2.0, rel=0.15)
+    selection = host_tools.HostSelection(host_mag_max=21.0, colour_min=1.0, concentration_min=0.2)
+    assert host_tools.select_hosts(measured, np.zeros(3, int), selection).all()
+    assert not host_tools.select_hosts(measured, np.array([0, 4, 0]), selection)[1]  # flagged
+    assert not host_tools.select_hosts(measured, np.zeros(3, int), host_tools.HostSelection(colour_min=2.0)).any()
+
+
+def test_the_arc_lies_at_the_einstein_radius_around_the_host_centroid():
+    stamps, centres = _host_stamps(n=1, seed=2)
+    measured = host_tools.measure(stamps, 0.2, [30.0] * 3, reference=1)
+    profile = injection.survey_profile(list(GRI.bands), 0.2, 64, RECIPE, [2.0] * 3)
+    params = injection.lens_parameters(np.random.default_rng(1), profile, RECIPE, measured.iloc[0], 1.8, 100.0)
+    params["groups"] = [group for group in params["groups"] if group["name"] == "source"]
+    for shape in params["groups"][0]["shapes"]:  # a round source right behind the lens: a ring
+        shape.update(x=0.0, y=0.0, q=1.0)
+    params["lens"].update(q=0.9999, gamma1=0.0, gamma2=0.0)
+    x0, y0 = measured.iloc[0]["centroid_x_px"], measured.iloc[0]["centroid_y_px"]
+    arc = render(params, profile, 64, offset_px=(x0 - 31.5, y0 - 31.5), part="lensed")[1].astype(float)
+    rows, cols = np.indices(arc.shape)
+    assert (arc * cols).sum() / arc.sum() == pytest.approx(x0, abs=0.15)
+    assert (arc * rows).sum() / arc.sum() == pytest.approx(y0, abs=0.15)
+    radius = np.hypot(cols - x0, rows - y0) * 0.2
+    assert (arc * radius).sum() / arc.sum() == pytest.approx(1.8, rel=0.1)
+
+
+def test_injected_flux_is_the_lensed_flux_of_the_source():
+    stamps, _ = _host_stamps(n=4, seed=3)
+    measured = host_tools.measure(stamps, 0.2, [30.0] * 3, reference=1)
+    profile = injection.survey_profile(list(GRI.bands), 0.2, 64, RECIPE, [2.0] * 3)
+    theta_e, target = np.array([0.8, 1.5, 2.5, 1.2]), np.array([20.0, 60.0, 200.0, 5.0])
+    injected, arcs, truth = injection.inject(np.random.default_rng(4), stamps, measured, profile, RECIPE, theta_e,
+                                             target)
+    # exactly the arc is added (to float32 rounding of the sum); no gain: no extra noise
+    np.testing.assert_allclose(injected - stamps, arcs, rtol=0, atol=2e-7 * np.abs(stamps).max() * 4)
+    lensed_counts = arcs[:, 1].astype(np.float64).sum(axis=(1, 2))
+    source_counts = np.array([profile.counts(m, 1) for m in truth["source_mag"]])
+    np.testing.assert_allclose(lensed_counts, source_counts * truth["magnification"], rtol=1e-5)
+    assert (truth["magnification"] > 1).all()
+    for row in truth.itertuples():  # the arc reaches its target S/N against the stamp's own noise
+        if 17.01 < row.source_mag < 28.49:
+            assert row.arc_snr == pytest.approx(row.target_arc_snr, rel=0.03)
+    noisy = dataclasses_replace(RECIPE, gain=2.0)
+    with_noise, arcs2, _ = injection.inject(np.random.default_rng(4), stamps, measured, profile, noisy, theta_e, target)
+    bright = arcs2 > 5
+    assert bright.sum() > 50
+    photon = (with_noise - stamps - arcs2)[bright]
+    assert np.std(photon / np.sqrt(arcs2[bright] / 2.0)) == pytest.approx(1.0, rel=0.15)
+
+
+def test_lensed_flux_equals_the_surface_brightness_integral_over_the_image_plane():
+    """Lensing conserves surface brightness: the arc's flux is the integral of S(beta(theta))."""
+    from lensnet.simulate.galsim_engine.lensing import deflect
+
+    profile = injection.survey_profile(list(GRI.bands), 0.2, 64, RECIPE, [2.0] * 3)
+    sigma, x0, y0, mag = 0.12, 0.25, -0.1, 22.0
+    lens = {"theta_e": 1.4, "slope": 1.0, "q": 0.75, "phi": 0.6, "gamma1": 0.02, "gamma2": 0.01, "x": 0.0, "y": 0.0}
+    params = {"lens": lens, "psf": [{"type": "moffat", "beta": 3.0, "fwhm": 0.7, "g1": 0.0, "g2": 0.0}] * 3,
+              "psf_fwhm_arcsec": [0.7] * 3,
+              "groups": [{"name": "source", "lensed": True, "mags": [mag] * 3,
+                          "shapes": [{"type": "gaussian", "sigma": sigma, "x": x0, "y": y0, "flux_frac": 1.0}]}]}
+    arc_flux = render(params, profile, 128, part="lensed")[1].astype(np.float64).sum()
+    step = 0.005  # brute force on a grid 40 times finer than the pixels
+    axis = np.arange(-6.0, 6.0, step) + step / 2
+    theta_x, theta_y = np.meshgrid(axis, axis)
+    beta_x, beta_y = deflect(theta_x, theta_y, lens)
+    brightness = profile.counts(mag, 1) / (2 * np.pi * sigma**2) * np.exp(
+        -0.5 * ((beta_x - x0) ** 2 + (beta_y - y0) ** 2) / sigma**2)
+    assert arc_flux == pytest.approx(brightness.sum() * step**2, rel=0.01)
+    assert arc_flux > 3 * profile.counts(mag, 1)  # strongly magnified
+
+
+def dataclasses_replace(recipe, **changes):
+    import dataclasses
+
+    return dataclasses.replace(recipe, **changes)
+
+
+def test_unknown_bands_need_wavelengths():
+    with pytest.raises(ValueError, match="band-wavelengths"):
+        injection.survey_profile(["HSC-G", "HSC-R", "HSC-I"], 0.2, 64, RECIPE, [1.0] * 3)
+    profile = injection.survey_profile(["HSC-G", "HSC-R", "HSC-I"], 0.2, 64, RECIPE, [1.0] * 3, [480, 620, 770])
+    assert profile.band_wavelength_nm == (480.0, 620.0, 770.0)
+
+
+# ------------------------------------------------------------------------------------
+# End to end on the tiny mock survey
+# ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_survey, tiny_model, client, tmp_path_factory):
+    out = tmp_path_factory.mktemp("adapt") / "run"
+    run_with_client(settings_for(tiny_survey, tiny_model, out), client, log=lambda _: None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def adapted(finished_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("adapted") / "model"
+    code = adapt_main([str(finished_run), "--out", str(out), "--epochs", "1", "--batch-size", "16",
+                       "--max-injections", "40", "--threads", "1", "--quiet", *LOOSE])
+    assert code == 0
+    return out
+
+
+def test_adaptation_writes_a_checkpoint_with_its_provenance_and_selection_function(adapted, finished_run, tiny_model):
+    config = load_config(adapted)
+    record = config.training["adaptation"]
+    assert record["parent_model"] == str(tiny_model) and record["run"] == str(finished_run.resolve())
+    assert record["injection"]["psf_fwhm_arcsec"] == [0.85, 0.72, 0.8]  # from the tiles' PSF_FWHM headers
+    assert record["injection"]["zeropoints"] == [30.0, 30.0, 30.0]  # from MAGZERO
+    assert record["options"]["host_mag_max"] == 30.0 and record["sets"]["train_injections"] > 0
+    report = json.loads((adapted / "selection_function.json").read_text())
+    assert report["n_injections"] > 0 and report["n_negatives"] > 0
+    assert 0 < report["threshold"]["value"] <= 1 and config.threshold == report["threshold"]["value"]
+    low, high = report["threshold"]["interval_95"]
+    assert low <= report["threshold"]["value"] <= high
+    for role in ("parent", "adapted"):
+        rows = report[role]["by_bin"]["theta_e_arcsec"]
+        assert sum(row["n_lenses"] for row in rows) == report["n_injections"]
+    assert (adapted / "selection_function.png").read_bytes()[:4] == b"\x89PNG"
+    test = pd.read_parquet(adapted / "data" / "test" / "truth.parquet")
+    train = pd.read_parquet(adapted / "data" / "train" / "truth.parquet")
+    # split by object: no survey object is in both the training and the held-out set
+    assert not set(train["object_id"]) & set(test["object_id"])
+
+
+def test_rerunning_reuses_the_sets_and_another_recipe_needs_force(adapted, finished_run, capsys):
+    before = (adapted / "data" / "train" / "truth.parquet").stat().st_mtime_ns
+    assert adapt_main([str(finished_run), "--out", str(adapted), "--epochs", "1", "--batch-size", "16",
+                       "--max-injections", "40", "--threads", "1", *LOOSE]) == 0
+    assert (adapted / "data" / "train" / "truth.parquet").stat().st_mtime_ns == before
+    assert "reusing the injected sets" in capsys.readouterr().out
+    assert adapt_main([str(finished_run), "--out", str(adapted), "--max-injections", "50", *LOOSE]) == 2
+    assert "another recipe" in capsys.readouterr().err and (adapted / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("no-store", "cutouts.zarr is missing"),
+    ("unfinished", "candidates.parquet is missing"),
+    ("no-psf", "no PSF width"),
+    ("few-hosts", "look like lens galaxies"),
+    ("other-bands", "takes bands"),
+])
+def test_bad_inputs_are_one_line_errors(damage, message, finished_run, tiny_model, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    argv = [str(run), "--out", str(tmp_path / "out"), "--quiet", *LOOSE]
+    if damage == "no-store":
+        shutil.rmtree(run / "cutouts.zarr")
+    elif damage == "unfinished":
+        (run / "candidates.parquet").unlink()
+    elif damage == "no-psf":
+        settings = (run / "run.yaml").read_text().replace("images:", "images_moved:")
+        (run / "run.yaml").write_text(settings)
+        argv += ["--zeropoints", "30,30,30"]
+    elif damage == "few-hosts":
+        argv = [str(run), "--out", str(tmp_path / "out"), "--quiet", "--host-mag-max", "5"]
+    elif damage == "other-bands":
+        import torch
+
+        from lensnet.checkpoint import ModelConfig, save_checkpoint
+
+        config = ModelConfig(architecture="lensresnet-tiny", bands=["g", "r", "z"], stamp_size_px=32,
+                             pixel_scale_arcsec=0.2, normalisation="asinh_stretch", name="grz")
+        torch.manual_seed(0)
+        argv += ["--model", str(save_checkpoint(config.build(), config, tmp_path / "grz"))]
+    assert adapt_main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_adapt_config_errors_are_typed():
+    with pytest.raises(AdaptError, match="not a run directory"):
+        adapt(AdaptConfig(run="/nonexistent/run"))
+
+
+# ------------------------------------------------------------------------------------
+# Rescoring a run's cutout store
+# ------------------------------------------------------------------------------------
+
+
+def test_rescore_equals_a_fresh_run_with_that_model(finished_run, tiny_survey, client, tmp_path):
+    from tests.test_run import second_model  # noqa: F401  (reused through the fixture below)
+
+    import torch
+
+    from lensnet.checkpoint import ModelConfig, save_checkpoint
+    from tests.conftest import TINY_BANDS, TINY_STAMP_PX
+
+    torch.manual_seed(5)
+    config = ModelConfig(architecture="lensresnet-tiny", bands=TINY_BANDS, stamp_size_px=TINY_STAMP_PX,
+                         pixel_scale_arcsec=0.2, normalisation="zscale", threshold=0.6, name="other")
+    other = save_checkpoint(config.build().eval(), config, tmp_path / "other")
+    fresh = run_with_client(settings_for(tiny_survey, other, tmp_path / "fresh"), client, log=lambda _: None)
+    flags = {"rescore": str(finished_run), "model": str(other), "progress": False, "batch_size": 8}
+    settings = rescore_settings(flags)
+    assert settings.out == str(finished_run / "rescore-other")
+    tiles_moved = tmp_path / "moved"
+    shutil.move(str(tiny_survey.root / "tiles"), str(tiles_moved))  # no tile may be read
+    try:
+        rescored = execute_rescore(prepare_rescore(settings, log=lambda _: None), client, log=lambda _: None)
+    finally:
+        shutil.move(str(tiles_moved), str(tiny_survey.root / "tiles"))
+    mine, theirs = pd.read_parquet(rescored.candidates), pd.read_parquet(fresh.candidates)
+    pd.testing.assert_frame_equal(mine, theirs)
+    pd.testing.assert_frame_equal(pd.read_parquet(rescored.failures), pd.read_parquet(fresh.failures))
+    assert rescored.summary["scored"] == fresh.summary["scored"]
+    from catalogs.io import read_provenance
+
+    provenance = read_provenance(rescored.candidates)
+    assert provenance["rescored_from"]["run"] == str(finished_run.resolve())
+    assert provenance["model"]["name"] == "other"
+    # the run itself is untouched
+    assert (finished_run / "candidates.parquet").is_file()
+
+
+def test_rescore_refuses_what_it_cannot_do(finished_run, tmp_path):
+    with pytest.raises(SettingsError, match="no run.yaml"):
+        rescore_settings({"rescore": str(tmp_path)})
+    settings = rescore_settings({"rescore": str(finished_run), "out": str(finished_run)})
+    with pytest.raises(SettingsError, match="is the run being rescored"):
+        prepare_rescore(settings, log=lambda _: None)
