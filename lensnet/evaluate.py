@@ -89,6 +89,7 @@ class EvaluationSettings:
     seed: int = 0
     bins: dict[str, tuple[float, ...]] = field(default_factory=lambda: dict(DEFAULT_BINS))
     interval: str = "wilson"
+    required_columns: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------------------
@@ -380,8 +381,8 @@ def _score(model: str | Path, data: str | dict | list, device: str, batch_size: 
     overlap = next(filter(None, (_shares_simulation(member, loaded.config)
                                  for member in (data if isinstance(data, list) else [data]))), None)
     if overlap:
-        print(f"warning: this simulation shares its profile and seed with the checkpoint's recorded {overlap!r}: "
-              "it is not held-out data", file=sys.stderr)
+        print(f"warning: {describe_spec(data)} repeats (part of) the checkpoint's training data (same stamps): it is "
+              "not held-out data", file=sys.stderr)
     return loaded, stamp_set, score_stamps(loaded, stamp_set.stamps, chosen, batch_size, tta=tta), overlap, chosen
 
 
@@ -419,6 +420,10 @@ def evaluate(model: str | Path, data: str | dict, out: str | Path | None = None,
     settings = settings or EvaluationSettings()
     started = time.perf_counter()
     loaded, stamp_set, logits, overlap, chosen = _score(model, data, device, batch_size, limit, tta)
+    missing = [column for column in settings.required_columns if column not in stamp_set.truth.columns]
+    if missing:
+        raise ValueError(f"--bins names column(s) {', '.join(missing)} that the truth table lacks; it has: "
+                         f"{', '.join(map(str, stamp_set.truth.columns))}")
     report: dict[str, Any] = {
         "tta": tta,
         "model": {"name": loaded.config.name, "path": str(loaded.path), "architecture": loaded.config.architecture,
@@ -452,6 +457,9 @@ def evaluate_sets(model: str | Path, specs: Sequence[str | dict | list], out: st
     for spec in specs:
         loaded, stamp_set, set_logits, _, _ = _score(model, spec, device, batch_size, limit, tta)
         label = describe_spec(spec)
+        missing = [column for column in settings.required_columns if column not in stamp_set.truth.columns]
+        if missing:
+            raise ValueError(f"--bins names column(s) {', '.join(missing)} that {label}'s truth table lacks")
         truths.append(stamp_set.truth)
         logits.append(set_logits)
         labels.append(label)
@@ -529,10 +537,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    try:
+        bins = _parse_bins(args.bins)
+    except ValueError:
+        print(f"python -m lensnet.evaluate: error: --bins must be COLUMN=E0,E1,... with numbers, not {args.bins}",
+              file=sys.stderr)
+        return 2
     settings = EvaluationSettings(betas=tuple(args.beta), target_fpr=args.fpr, target_prevalence=args.target_prevalence,
-                                  n_bootstrap=args.bootstrap, seed=args.seed, bins=_parse_bins(args.bins),
-                                  interval=args.interval)
+                                  n_bootstrap=args.bootstrap, seed=args.seed, bins=bins, interval=args.interval,
+                                  required_columns=tuple(item.partition("=")[0] for item in args.bins))
     command = "python -m lensnet.evaluate " + " ".join(shlex.quote(arg) for arg in (argv or sys.argv[1:]))
+    try:
+        return _run(args, settings, command)
+    except (ValueError, KeyError, FileNotFoundError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"python -m lensnet.evaluate: error: {message}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, settings: EvaluationSettings, command: str) -> int:
     specs = [parse_data_spec(text) for text in args.data]
     if len(specs) > 1 or args.record:
         report = evaluate_sets(args.model, specs, args.out, settings, device=args.device, batch_size=args.batch_size,

@@ -160,6 +160,13 @@ def train(config: TrainConfig, command: str | None = None) -> Path:
         raise ValueError("--fold needs --folds K with K >= 2")
     if config.patience is not None and config.patience < 1:
         raise ValueError(f"--patience must be at least 1 epoch; got {config.patience}")
+    if not config.init_from:  # checked before any stamp is loaded or simulated
+        from lensnet.models import model_spec
+        from lensnet.preprocess import NORMALISATIONS
+
+        model_spec(config.architecture)
+        if config.normalisation not in NORMALISATIONS:
+            raise ValueError(f"unknown normalisation {config.normalisation!r}; known: {', '.join(NORMALISATIONS)}")
     config = _with_init_checkpoint_settings(config)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -453,33 +460,111 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+#: Help text of every TrainConfig key (the flags are ``--key-with-dashes``).
+FIELD_HELP: dict[str, str] = {
+    "data": "training stamps: a directory from python -m lensnet.simulate, inline YAML/JSON "
+            "'{simulate: {engine: galsim, profile: ground-gri, n: 60000, seed: 1}}', or a list of these",
+    "out": "output directory: model.safetensors, config.json, last.pt (resume state)",
+    "test_data": "held-out stamps measured with the best checkpoint (same forms as --data; a list is also "
+                 "reported member by member)",
+    "architecture": "registered architecture (python -c 'import lensnet; print(lensnet.list_models())')",
+    "normalisation": "normalisation of lensnet.preprocess (default asinh_stretch)",
+    "epochs": "epochs of the one-cycle schedule", "batch_size": "stamps per optimiser step",
+    "learning_rate": "peak learning rate of the one-cycle schedule (AdamW)", "weight_decay": "AdamW weight decay",
+    "validation_fraction": "share of the stamps held out for validation (best checkpoint, threshold)",
+    "target_fpr": "false-positive rate on the validation stamps that sets the decision threshold",
+    "seed": "seed of the split, the initialisation and the augmentation", "device": "auto, cpu or cuda",
+    "augment": "random flips, rotations, zooms and shifts, alike for both classes",
+    "max_rotation_deg": "largest random rotation", "max_shift_px": "largest random shift",
+    "init_from": "start from this checkpoint (fine-tuning; its architecture and normalisation are kept)",
+    "freeze_backbone": "with --init-from: train only the last linear layer",
+    "resume": "continue from OUT/last.pt where an interrupted run stopped",
+    "stop_after_epochs": "stop after this many epochs in this invocation (resume later, e.g. before a walltime)",
+    "patience": "stop once the validation loss has not improved for this many epochs",
+    "limit": "use only the first N stamps of a data directory", "threads": "PyTorch CPU threads",
+    "name": "model name recorded in config.json (default: the --out directory's name)",
+    "folds": "k-fold cross-validation: train K models, each validated on its own fold",
+    "fold": "with --folds: train only this fold (0-based)",
+}
+_SCALAR_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def _typed(name: str, value: Any, declared: str) -> Any:
+    """``value`` checked against a field's declared type (``int``, ``float | None``, ...)."""
+    options = [part.strip() for part in declared.split("|")]
+    if value is None and "None" in options:
+        return None
+    for option in options:
+        kind = _SCALAR_TYPES.get(option)
+        if kind is None:
+            return value  # a mapping, a list or a data spec: checked where it is used
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+            return value
+    raise ValueError(f"{name}: {value!r} is not a {declared}")
+
+
+def _data_spec(text: str) -> Any:
+    """A directory, or inline YAML/JSON (a simulate mapping or a list)."""
+    stripped = text.lstrip()
+    return yaml.safe_load(text) if stripped.startswith(("{", "[")) else text
+
+
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    """Settings from ``--config FILE.yaml`` and the flags (flags win), type-checked."""
     parser = argparse.ArgumentParser(prog="python -m lensnet.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="YAML file with TrainConfig keys; flags override it")
+    parser.add_argument("--config", help="YAML file with the keys below (underscores); flags override it")
     for item in dataclasses.fields(TrainConfig):
         if item.name in ("arch_kwargs", "normalisation_params", "zoom"):
             continue
         flag = "--" + item.name.replace("_", "-")
+        help_text = FIELD_HELP.get(item.name, "")
         if item.type in ("bool",):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif item.name in ("data", "test_data"):
+            parser.add_argument(flag, type=_data_spec, default=None, help=help_text)
         else:
             kind = {"int": int, "float": float, "int | None": int}.get(item.type, str)
-            parser.add_argument(flag, type=kind, default=None)
+            parser.add_argument(flag, type=kind, default=None, help=help_text)
     args = vars(parser.parse_args(argv))
     values: dict[str, Any] = {}
-    if args.pop("config"):
-        values.update(yaml.safe_load(Path(parser.parse_args(argv).config).read_text()) or {})
+    config_file = args.pop("config")
+    if config_file:
+        try:
+            loaded = yaml.safe_load(Path(config_file).read_text()) or {}
+        except FileNotFoundError:
+            parser.error(f"--config {config_file}: no such file")
+        except yaml.YAMLError as error:
+            parser.error(f"--config {config_file} is not valid YAML: {error}")
+        if not isinstance(loaded, dict):
+            parser.error(f"--config {config_file} must hold a mapping of key: value")
+        known = {item.name for item in dataclasses.fields(TrainConfig)}
+        unknown = sorted(set(loaded) - known)
+        if unknown:
+            parser.error(f"--config {config_file}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        values.update(loaded)
     values.update({key: value for key, value in args.items() if value is not None})
     missing = [name for name in ("data", "out") if name not in values]
     if missing:
         parser.error(f"missing {', '.join('--' + name for name in missing)}")
+    declared = {item.name: item.type for item in dataclasses.fields(TrainConfig)}
+    try:
+        values = {key: _typed(key, value, str(declared[key])) for key, value in values.items()}
+    except ValueError as error:
+        parser.error(str(error))
     return TrainConfig(**values)
 
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
     command = "python -m lensnet.train " + " ".join(shlex.quote(arg) for arg in (argv or sys.argv[1:]))
-    out = train(config, command)
+    try:
+        out = train(config, command)
+    except (ValueError, KeyError, FileNotFoundError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"python -m lensnet.train: error: {message}", file=sys.stderr)
+        return 2
     print(f"checkpoint: {out}")
     return 0
 

@@ -250,3 +250,11 @@ def test_tta_evaluation_scores_the_mean_over_the_eight_orientations(checkpoint, 
     assert not np.allclose(score_stamps(loaded, stamps, device), tta, atol=1e-4)
     report = evaluate(checkpoint, str(toy_data), None, tta=True, plots=False)
     assert report["tta"] is True and report["model"]["threshold"] == loaded.config.threshold
+
+
+def test_a_misspelt_bin_column_is_an_error_not_ignored(checkpoint, toy_data, capsys):
+    assert main(["--model", str(checkpoint), "--data", str(toy_data), "--bins", "theta_E=0.5,1,2",
+                 "--bootstrap", "0", "--no-plots"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("python -m lensnet.evaluate: error:") and "theta_E" in err and "theta_e_arcsec" in err
+    assert main(["--model", str(checkpoint), "--data", str(toy_data), "--bins", "theta_e_arcsec=a,b"]) == 2

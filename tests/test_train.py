@@ -116,3 +116,33 @@ def test_early_stopping_counts_epochs_since_the_best_validation_loss(tmp_path):
     assert _stale_epochs(history) == 2 and _stale_epochs(history[:2]) == 0
     with pytest.raises(ValueError, match="patience"):
         train(TrainConfig(data="unused", out=str(tmp_path), patience=0))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--out", "o"], "missing --data"),
+    (["--data", "d", "--out", "o", "--epochs", "two"], "invalid int value"),
+    (["--config", "CONFIG", "--out", "o"], "unknown key(s) epoch"),
+    (["--config", "TYPES", "--out", "o"], "epochs: '12' is not a int"),
+])
+def test_train_command_line_mistakes_are_one_line(argv, message, tmp_path, capsys):
+    from lensnet.train import main as train_main
+
+    (tmp_path / "bad.yaml").write_text("data: d\nepoch: 3\n")
+    (tmp_path / "types.yaml").write_text("data: d\nepochs: '12'\n")
+    argv = [str(tmp_path / "bad.yaml") if a == "CONFIG" else str(tmp_path / "types.yaml") if a == "TYPES" else a
+            for a in argv]
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_train_refuses_an_unknown_architecture_before_loading_data(tmp_path, capsys):
+    from lensnet.train import main as train_main
+
+    assert train_main(["--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "o"),
+                       "--architecture", "no-such-net"]) == 2
+    err = capsys.readouterr().err
+    assert "no model named 'no-such-net'" in err and "Traceback" not in err
+    assert train_main(["--data", "{simulate: {profile: ground-gri, n: 4, seed: 1}}", "--out", str(tmp_path / "o"),
+                       "--normalisation", "nope"]) == 2
+    assert "unknown normalisation" in capsys.readouterr().err
