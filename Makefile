@@ -4,32 +4,52 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= $(shell grep -v "^\#" requirements-torch.txt | head -n 1)
+# Where PyTorch comes from: PyPI by default (Linux wheels with CUDA, ~7 GB with their
+# libraries). On a machine without an NVIDIA GPU, `make env-cpu` takes PyTorch's CPU-only
+# wheels instead (~1 GB); it needs download.pytorch.org to be reachable.
+TORCH_INDEX ?=
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
+# Known-good versions (requirements/constraints.txt) for CI runs; empty elsewhere, so a user
+# gets the newest releases setup.cfg allows. `make env CONSTRAINTS=requirements/constraints.txt`
+# reproduces CI's environment.
+CONSTRAINTS ?= $(if $(CI),requirements/constraints.txt,)
+PIP_CONSTRAINTS := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 DEMO_DIR ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: help env test test-fast test-slurm demo train-default bench clean
+.PHONY: help env env-cpu env-test test test-fast test-slurm demo train-default bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: setup.cfg pyproject.toml requirements-torch.txt
+$(VENV)/.installed: setup.cfg pyproject.toml requirements-torch.txt requirements/known-lenses.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(TORCH_SPEC)
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),) $(TORCH_SPEC)
+	$(PY) -m pip install --quiet $(PIP_CONSTRAINTS) -e .
 	# lenscat ships the catalogue of known lenses; its own dependencies (ligo.skymap) are not needed to read it.
-	$(PY) -m pip install --quiet --no-deps "lenscat>=1.1"
+	$(PY) -m pip install --quiet --no-deps $(PIP_CONSTRAINTS) -r requirements/known-lenses.txt
 	touch $@
 
-env: $(VENV)/.installed  ## create the virtual environment (.venv)
+# The test tools (pytest, hypothesis, selenium, ...) only for the targets that test.
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PY) -m pip install --quiet $(PIP_CONSTRAINTS) -e ".[test]"
+	touch $@
 
-test: $(VENV)/.installed  ## run the whole test suite
+env: $(VENV)/.installed  ## create the virtual environment (.venv) to run lensfinder (no test tools)
+
+env-cpu:  ## the same with PyTorch's CPU-only wheels: for a laptop without an NVIDIA GPU
+	$(MAKE) env TORCH_INDEX=$(TORCH_CPU_INDEX)
+
+env-test: $(VENV)/.installed-test  ## .venv plus the test tools
+
+test: $(VENV)/.installed-test  ## run the whole test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: $(VENV)/.installed  ## the test suite without the slow tests
+test-fast: $(VENV)/.installed-test  ## the test suite without the slow tests
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-slurm: $(VENV)/.installed  ## the tests that need SLURM (start it with deploy/ci/start-slurm.sh)
+test-slurm: $(VENV)/.installed-test  ## the tests that need SLURM (start it with deploy/ci/start-slurm.sh)
 	$(PY) -m pytest -m slurm $(PYTEST_ARGS)
 
 demo: $(VENV)/.installed  ## mock survey -> run_survey.py -> ranked catalogue, with AUROC vs truth

@@ -4,11 +4,12 @@ The reference is lenscat (Vujeva et al. 2024; ``pip install lenscat``): a commun
 catalogue of ~32,800 known lenses and lens candidates, shipped as a CSV file inside the
 package. Only that file is read; lenscat itself is not imported, because importing it
 pulls in ligo.skymap, which this code does not need (``pip install --no-deps lenscat``
-is enough).
+is enough; ``requirements/known-lenses.txt`` holds the supported versions).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from packaging.specifiers import SpecifierSet
 
 from catalogs.healpix import coverage, in_coverage, pixel_area_deg2
 
@@ -23,6 +25,9 @@ from catalogs.healpix import coverage, in_coverage, pixel_area_deg2
 LENSCAT_COLUMNS = {"name": "name", "RA [deg]": "ra", "DEC [deg]": "dec", "zlens": "zlens", "type": "type",
                    "grading": "grade", "ref": "ref"}
 DEFAULT_RADIUS_ARCSEC = 2.0
+#: lenscat releases whose catalogue file (data/catalog.csv, the columns above) this module reads;
+#: the same bound as requirements/known-lenses.txt.
+LENSCAT_VERSIONS = ">=1.1,<2"
 #: HEALPix order of the footprint map: pixels of ~0.012 deg^2 (6.9 arcmin across), which a
 #: survey catalogue of galaxies fills densely; use a lower order for a sparse catalogue.
 DEFAULT_FOOTPRINT_ORDER = 9
@@ -33,18 +38,32 @@ def lenscat_csv() -> Path:
 
     Raises:
         ModuleNotFoundError: lenscat is not installed.
+        ImportError: the installed lenscat is not a version in :data:`LENSCAT_VERSIONS`.
         FileNotFoundError: this lenscat version keeps its catalogue elsewhere.
     """
     # find_spec locates the package without running its __init__ (which needs ligo.skymap).
     spec = importlib.util.find_spec("lenscat")
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(
-            "the known-lens catalogue comes from the lenscat package: `pip install --no-deps lenscat`, "
+            f"the known-lens catalogue comes from the lenscat package: `pip install --no-deps 'lenscat{LENSCAT_VERSIONS}'`, "
             "or pass the path of a CSV with name, RA [deg], DEC [deg], grading columns")
+    installed = lenscat_version()
+    if installed is not None and not SpecifierSet(LENSCAT_VERSIONS).contains(installed, prereleases=True):
+        raise ImportError(
+            f"lenscat {installed} is installed, but lensfinder reads the catalogue of lenscat{LENSCAT_VERSIONS}: "
+            "`pip install --no-deps -r requirements/known-lenses.txt`, or pass the path of a CSV in its format")
     path = Path(next(iter(spec.submodule_search_locations))) / "data" / "catalog.csv"
     if not path.is_file():
         raise FileNotFoundError(f"lenscat is installed but has no {path}; pass the catalogue's path explicitly")
     return path
+
+
+def lenscat_version() -> str | None:
+    """The installed lenscat's version (from its distribution metadata), or None."""
+    try:
+        return importlib.metadata.version("lenscat")
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def load_known_lenses(path: str | Path | None = None) -> pd.DataFrame:
@@ -55,6 +74,7 @@ def load_known_lenses(path: str | Path | None = None) -> pd.DataFrame:
         path: a lenscat-format CSV; default: the one shipped with the installed lenscat.
     """
     frame = pd.read_csv(lenscat_csv() if path is None else path)
+    frame.attrs["source"] = f"lenscat {lenscat_version()}" if path is None else str(path)
     frame = frame.rename(columns={old: new for old, new in LENSCAT_COLUMNS.items() if old in frame})
     missing = {"name", "ra", "dec", "grade"} - set(frame.columns)
     if missing:
