@@ -12,7 +12,8 @@ import argparse
 import sys
 
 from catalogs.flags import documentation as flags_documentation
-from pipeline.config import CLUSTERS, DEVICES, STAMP_COMPRESSIONS, SettingsError, resolve
+from lensfinder.logs import LEVELS
+from pipeline.config import CLUSTERS, DEVICES, STAMP_COMPRESSIONS, SettingsError, load_yaml, parse_bands, resolve
 
 EPILOG = f"""
 outputs in --out:
@@ -30,6 +31,8 @@ examples:
   python run_survey.py --images 'tiles/{{tile}}_{{band}}.fits' --catalog sources.parquet --bands g,r,i --out run1/
   python run_survey.py --config survey.yaml --scheduler tcp://10.0.0.5:8786
   python -m lensnet.adapt run1/ && python run_survey.py --rescore run1/ --model run1/adapted
+  python run_survey.py --print-config > survey.yaml      # every setting, commented; edit, then --config
+  python run_survey.py --config survey.yaml --dry-run    # the plan and a time estimate, nothing run
 """
 
 
@@ -115,19 +118,60 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--demo-lens-fraction", type=float, metavar="F",
                       help="fraction of lenses in the demo survey (default: 0.1)")
     demo.add_argument("--seed", type=int, help="seed of the demo survey (default: 0)")
+    # Options of the command itself: they are not settings (no YAML key, not saved in run.yaml).
+    command = parser.add_argument_group("command")
+    command.add_argument("--dry-run", action="store_true",
+                         help="check the settings and inputs and print the plan (objects per tile, objects off the "
+                              "footprint, shards) with an estimate of the time on this machine; write nothing")
+    command.add_argument("--print-config", action="store_true",
+                         help="print every setting as a commented YAML file for --config (with the values of "
+                              "--config and the flags given, if any) and exit")
+    command.add_argument("--log-level", metavar="LEVEL", type=str.upper, choices=LEVELS,
+                         help="DEBUG (also Dask's own log records), INFO (progress lines; the default), WARNING "
+                              "or ERROR (only problems and the final summary)")
+    command.add_argument("--version", action="version", version=f"%(prog)s (lensfinder) {_version()}")
     return parser
+
+
+def _version() -> str:
+    from pipeline.version import code_version
+
+    return code_version()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
     config_file = args.pop("config")
+    dry_run, print_config, log_level = args.pop("dry_run"), args.pop("print_config"), args.pop("log_level")
+    log = print
     try:
+        if log_level:
+            from lensfinder.logs import configure
+
+            log = configure(log_level)
+        if print_config:
+            from lensfinder.example_config import example_yaml
+
+            values = load_yaml(config_file) if config_file else {}
+            values.update({key: value for key, value in args.items() if value is not None})
+            if values.get("bands") is not None:
+                values["bands"] = parse_bands(values["bands"])
+            sys.stdout.write(example_yaml(values))
+            return 0
         truth = None
         # Imported here so that --help and argument errors answer instantly.
+        if dry_run:
+            if args.get("rescore") or args.get("demo"):
+                raise SettingsError("--dry-run plans a run on tiles (--images, --catalog); it cannot be combined "
+                                    "with --rescore or --demo")
+            from lensfinder.dryrun import format_report, plan_run
+
+            print(format_report(plan_run(resolve(config_file, **args), log)))
+            return 0
         if args.get("rescore"):
             from pipeline.rescore import rescore, rescore_settings
 
-            result = rescore(rescore_settings(args, config_file))
+            result = rescore(rescore_settings(args, config_file), log)
         else:
             from pipeline.resume import locked_output
             from pipeline.run import run
@@ -138,10 +182,10 @@ def main(argv: list[str] | None = None) -> int:
 
                 # The demo writes its mock survey into --out, so it takes the run's lock first.
                 with locked_output(settings.out):
-                    settings, truth = prepare_demo(settings)
-                    result = run(settings)
+                    settings, truth = prepare_demo(settings, log)
+                    result = run(settings, log)
             else:
-                result = run(settings)
+                result = run(settings, log)
     except (SettingsError, FileNotFoundError) as error:
         print(f"run_survey.py: error: {error}", file=sys.stderr)
         return 2
