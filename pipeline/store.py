@@ -9,12 +9,20 @@ Layout (an xarray Dataset in Zarr v3)::
 The ``object`` axis is chunked in shards of ``shard_size``; exactly one task writes each
 chunk, so concurrent writers never share a chunk (two writers in one chunk lose data).
 A second model or a re-run scores this store without reading the FITS tiles again.
+
+The metadata is consolidated into the root ``zarr.json`` when the store is created (the
+shards later write chunks only, never metadata), so ``xarray.open_zarr(path)`` opens it
+with one read and without warning. Zarr-python writes consolidated metadata for format 3
+as an extension it warns about; every reader falls back to the per-array ``zarr.json``
+files, which stay complete.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+import warnings
 
 import dask.array as da
 import numpy as np
@@ -70,7 +78,18 @@ def create_store(
         # Coordinates are read whole by planners; a few large chunks keep that fast.
         **{name: {"chunks": (max(1, min(n, 1 << 20)),)} for name in COORDINATES},
     }
-    template.to_zarr(path, mode="w", compute=False, encoding=encoding, consolidated=False, zarr_format=3)
+    with warnings.catch_warnings():
+        # "Consolidated metadata is currently not part in the Zarr format 3 specification": known,
+        # and harmless here (see the module docstring).
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        template.to_zarr(path, mode="w", compute=False, encoding=encoding, consolidated=True, zarr_format=3)
+
+
+def consolidate(path: str | Path) -> None:
+    """Consolidate the metadata of an existing store (one written before lensfinder did it)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        zarr.consolidate_metadata(str(path))
 
 
 def _zarr_friendly(values: np.ndarray) -> np.ndarray:
@@ -95,5 +114,16 @@ def read_stamps(path: str | Path, start: int, stop: int) -> np.ndarray:
 
 
 def open_store(path: str | Path) -> xr.Dataset:
-    """The cutout store as a lazy xarray Dataset."""
-    return xr.open_zarr(path, consolidated=False)
+    """The cutout store as a lazy xarray Dataset (stores from older versions, without
+    consolidated metadata, open as well)."""
+    consolidated = bool(_root_metadata(path).get("consolidated_metadata"))
+    return xr.open_zarr(path, consolidated=consolidated)
+
+
+def _root_metadata(path: str | Path) -> dict[str, Any]:
+    import json
+
+    try:
+        return json.loads((Path(path) / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return {}
