@@ -1,6 +1,6 @@
 """``python -m catalogs.inspect RUN_DIR``: grade, export or share a run's top candidates.
 
-Without ``--export`` or ``--gallery`` it serves the grading page on
+Without ``--export``, ``--gallery`` or ``--zooniverse`` it serves the grading page on
 http://127.0.0.1:8765/ until interrupted (Ctrl-C).
 """
 
@@ -23,7 +23,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m catalogs.inspect",
         description="Inspect a run's ranked lens candidates: a local grading page (default), "
-        "an export of the graded list (--export) or a static gallery (--gallery).",
+        "an export of the graded list (--export), a static gallery (--gallery) or a Zooniverse subject set "
+        "(--zooniverse).",
     )
     parser.add_argument("run_dir", help="the --out directory of a run (holds candidates.parquet, cutouts.zarr)")
     parser.add_argument("--top", type=int, default=DEFAULT_TOP, help=f"candidates to show (default {DEFAULT_TOP})")
@@ -35,6 +36,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     action.add_argument("--export", metavar="OUT_PREFIX",
                         help="write the graded objects with consensus to OUT_PREFIX.parquet and OUT_PREFIX.csv")
     action.add_argument("--gallery", metavar="OUT_DIR", help="write a static gallery (index.html + PNGs) to OUT_DIR")
+    action.add_argument("--zooniverse", metavar="OUT_DIR",
+                        help="write the top candidates as a Zooniverse subject set (PNGs + manifest.csv) to OUT_DIR; "
+                             "python -m catalogs.zooniverse has more options")
     parser.add_argument("--no-maps", action="store_true", help="skip the occlusion and Grad-CAM maps (much faster)")
     parser.add_argument("--occlusion-stride", type=int, default=4,
                         help="occlusion patch step in pixels (default 4; 8 is 3.5x faster for 64-px stamps)")
@@ -62,6 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             parquet_path, csv_path = export_graded(open_run(args.run_dir, 1).run_dir, args.export)
             print(f"graded list: {parquet_path}\n             {csv_path}")
+            return 0
+        if args.zooniverse:
+            from catalogs.zooniverse import export_subjects
+
+            export = export_subjects(args.run_dir, args.zooniverse, args.top)
+            print(f"{export.subjects} Zooniverse subjects: {export.manifest}")
             return 0
         if not args.gallery:
             check_bind_address(args.host, args.allow_public)  # before minutes of image making
