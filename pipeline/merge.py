@@ -7,9 +7,10 @@ Products, all in ``out_dir``:
     as :mod:`catalogs.schema` defines them; units, UCDs and provenance as :mod:`catalogs.io`
     writes them. Known-lens columns too when ``known_lenses`` is given.
 ``candidates_hats/``
-    the same rows as a HEALPix-partitioned HATS catalogue (:mod:`catalogs.hats`), written
-    only when the catalogue has more than ``hats_min_rows`` rows: one Parquet file of
-    tens of millions of rows is slow to query by position, the partitioned one is not.
+    the same rows as a HEALPix-partitioned HATS collection (:mod:`catalogs.hats`: the
+    catalogue in ``candidates/``, a 10-arcsec margin cache, a MOC), written only when the
+    catalogue has more than ``hats_min_rows`` rows: one Parquet file of tens of millions of
+    rows is slow to query by position, the partitioned one is not.
 ``failures.parquet``
     every catalogue object that was not scored, with the reason.
 """

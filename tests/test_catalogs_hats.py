@@ -29,9 +29,9 @@ def clustered_catalogue(n: int = 3000, seed: int = 2) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def catalogue(tmp_path_factory):
     frame = clustered_catalogue()
-    out = tmp_path_factory.mktemp("hats") / "candidates_hats"
-    partitions = write_hats(frame, out, max_rows=MAX_ROWS, provenance={"run": "test"})
-    return frame, out, partitions
+    collection = tmp_path_factory.mktemp("hats") / "candidates_hats"
+    partitions = write_hats(frame, collection, max_rows=MAX_ROWS, provenance={"run": "test"})
+    return frame, collection / "candidates", partitions
 
 
 def test_partitions_respect_the_row_limit_and_adapt_their_order(catalogue):
@@ -101,7 +101,7 @@ def test_rewriting_replaces_the_catalogue(catalogue, tmp_path):
     write_hats(frame, out, max_rows=1000)
     partitions = write_hats(frame.iloc[:100], out, max_rows=1000)
     assert sum(p.rows for p in partitions) == 100
-    assert len(list((out / "dataset").glob("Norder=*/Dir=*/*.parquet"))) == len(partitions)
+    assert len(list((out / "candidates" / "dataset").glob("Norder=*/Dir=*/*.parquet"))) == len(partitions)
     assert not list(tmp_path.glob(".*tmp*"))
 
 

@@ -95,9 +95,11 @@ def test_large_catalogue_is_also_written_as_hats(tmp_path):
     summary = merge_outputs(plan, catalog, cut_parts, score_parts, 0.6, out, PROVENANCE,
                             hats_min_rows=100, hats_partition_rows=40)
     hats_dir = out / HATS_DIR
-    assert (hats_dir / "hats.properties").is_file() and summary["hats_partitions"] >= N_OBJECTS // 40
+    assert (hats_dir / "collection.properties").is_file() and summary["hats_partitions"] >= N_OBJECTS // 40
+    assert (hats_dir / "candidates" / "hats.properties").is_file()
     union = duckdb.connect().execute(
-        f"SELECT * FROM read_parquet('{hats_dir}/dataset/Norder=*/Dir=*/Npix=*.parquet', hive_partitioning = false)"
+        f"SELECT * FROM read_parquet('{hats_dir}/candidates/dataset/Norder=*/Dir=*/Npix=*.parquet', "
+        "hive_partitioning = false)"
     ).df().sort_values("rank").reset_index(drop=True)
     single = pd.read_parquet(out / "candidates.parquet")
     pd.testing.assert_frame_equal(union, single, check_dtype=False)
