@@ -1,7 +1,18 @@
-"""Making a Dask client: a local CPU cluster, dask-cuda GPUs, SLURM, or an existing scheduler.
+"""Making a Dask client: a local CPU cluster, a GPU node, SLURM, or an existing scheduler.
 
 Kept apart from running the survey: tests and notebooks pass their own client to
 ``pipeline.run.run_with_client``.
+
+GPU nodes. A node with GPUs (``--cluster cuda``, or ``--cluster local`` when GPUs are
+visible and ``--device`` is not ``cpu``) gets two kinds of worker processes: one GPU
+worker per GPU, which sees only its own GPU (``CUDA_VISIBLE_DEVICES``) and declares the
+Dask resource ``GPU=1``, and single-threaded CPU workers on the remaining cores, which see
+no GPU and declare ``CPU=1``. :func:`placement` reads the resources the workers declare
+and says where each stage goes: score tasks ask for a share of a ``GPU``, cut tasks for a
+``CPU`` slot. The same resources steer SLURM GPU jobs (``deploy/jobqueue-gpu.yaml``:
+``--resources GPU=1,CPU=6`` on a job's one worker) and any cluster given with
+``--scheduler`` whose workers declare them. A cluster without ``GPU`` resources gets no
+annotations at all: CPU-only runs are scheduled as they always were.
 
 SLURM (``--cluster slurm``) starts its workers as batch jobs through dask-jobqueue. What
 each job asks for (partition, cores, memory, walltime, GPUs, the worker's Python) comes
@@ -21,17 +32,20 @@ settings of this project live in the same configuration:
 from __future__ import annotations
 
 import logging
+import math
+import os
 import shutil
 import subprocess
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Iterator
 
 import dask
 from dask.utils import parse_timedelta
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, Nanny, Scheduler, SpecCluster
 
-from pipeline.config import Settings, SettingsError
+from pipeline.config import Settings, SettingsError, usable_cpus
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +54,22 @@ WORKER_TIMEOUT_KEY = "lensfinder.slurm.worker-timeout"
 POLL_INTERVAL_KEY = "lensfinder.slurm.poll-interval"
 DEFAULT_WORKER_TIMEOUT = "30 minutes"
 DEFAULT_POLL_INTERVAL = "5 s"
+
+#: Dask worker resources (``--resources`` of ``dask worker``; ``resources=`` of a Worker).
+#: A GPU worker declares ``GPU=1`` per GPU it owns; a worker that may run cut tasks
+#: declares one ``CPU`` slot per cut task it may run at once.
+GPU_RESOURCE = "GPU"
+CPU_RESOURCE = "CPU"
+#: Score tasks that share one GPU at a time: while one runs its forward passes, the other
+#: reads and stages its next block, so the GPU does not wait between tasks.
+SCORE_TASKS_PER_GPU = 2
+#: Cores kept free for each GPU worker on a GPU node: the thread that feeds the GPU, its
+#: reader threads and its staging thread.
+CORES_PER_GPU_WORKER = 3
+#: Objects per score task on GPU workers: several shards, so that each task streams
+#: enough blocks to keep the GPU busy, and few enough that scoring starts soon after the
+#: first shards are cut.
+GPU_TASK_OBJECTS = 16384
 
 # squeue states of a job that may still start a worker.
 ALIVE_JOB_STATES = frozenset({
@@ -74,6 +104,9 @@ def make_client(settings: Settings) -> Iterator[Client]:
 
 def _start_cluster(settings: Settings):
     if settings.cluster == "local":
+        gpus = visible_gpus() if settings.device != "cpu" else []
+        if gpus:
+            return start_gpu_node_cluster(settings, gpus)
         # Inference tasks run one at a time per worker; parallelism comes from the workers
         # and from PyTorch's intra-op threads, so Dask threads per worker stay at 1.
         return LocalCluster(
@@ -83,15 +116,141 @@ def _start_cluster(settings: Settings):
             dashboard_address=settings.dashboard_address,
         )
     if settings.cluster == "cuda":
-        try:
-            from dask_cuda import LocalCUDACluster
-        except ImportError:
-            raise SettingsError("--cluster cuda needs dask-cuda: pip install 'lensfinder[gpu]'") from None
-        # One worker per visible GPU; each worker sees its own device as cuda:0.
-        return LocalCUDACluster(threads_per_worker=1, dashboard_address=settings.dashboard_address)
+        if settings.device == "cpu":
+            raise SettingsError("--cluster cuda scores on GPUs; --device cpu contradicts it (use --cluster local)")
+        gpus = visible_gpus()
+        if not gpus:
+            raise SettingsError(
+                "--cluster cuda: this machine shows no CUDA device to PyTorch "
+                f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')!s}, "
+                "torch.cuda.device_count() == 0); check nvidia-smi and that the installed torch is a CUDA build")
+        return start_gpu_node_cluster(settings, gpus)
     if settings.cluster == "slurm":
         return start_slurm_cluster(settings)
     raise SettingsError(f"unknown cluster {settings.cluster!r}")
+
+
+def visible_gpus() -> list[str]:
+    """The CUDA devices this process may use, as ``CUDA_VISIBLE_DEVICES`` entries for one worker each.
+
+    Within a ``CUDA_VISIBLE_DEVICES`` list (a SLURM allocation, say) its own entries, so a
+    worker gets exactly the device SLURM gave; otherwise the indices 0 .. n-1.
+    """
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        entries = [entry.strip() for entry in listed.split(",") if entry.strip()]
+        return entries[:count]
+    return [str(index) for index in range(count)]
+
+
+@dataclass
+class GpuNodeLayout:
+    """Worker processes of a GPU node: one GPU worker per GPU, CPU workers on the remaining cores."""
+
+    gpus: list[str]
+    cpu_workers: int
+    gpu_threads: int = SCORE_TASKS_PER_GPU
+
+    @classmethod
+    def for_node(cls, gpus: list[str], cores: int, workers: int | None = None) -> "GpuNodeLayout":
+        """``workers`` (``--workers``) counts the CPU workers; by default every core not kept for a GPU worker."""
+        if workers is None:
+            workers = max(1, cores - CORES_PER_GPU_WORKER * len(gpus))
+        return cls(list(gpus), workers)
+
+    def worker_specs(self, memory_limit: int | str = "auto", dashboard: bool = False) -> dict[str, dict[str, Any]]:
+        """``SpecCluster`` worker specifications (Nanny processes), named ``gpu-<device>`` and ``cpu-<i>``."""
+        if memory_limit == "auto":
+            from distributed.system import MEMORY_LIMIT
+
+            memory_limit = int(MEMORY_LIMIT // max(1, len(self.gpus) + self.cpu_workers))
+        common = {"host": "127.0.0.1", "memory_limit": memory_limit, "dashboard": dashboard,
+                  "silence_logs": logging.WARN}
+        specs: dict[str, dict[str, Any]] = {}
+        for device in self.gpus:
+            specs[f"gpu-{device}"] = {"cls": Nanny, "options": {
+                **common, "nthreads": self.gpu_threads, "resources": {GPU_RESOURCE: 1},
+                "env": {"CUDA_VISIBLE_DEVICES": device}}}
+        for index in range(self.cpu_workers):
+            # No GPU at all: a CPU worker can never put a model (or a CUDA context) on one.
+            specs[f"cpu-{index}"] = {"cls": Nanny, "options": {
+                **common, "nthreads": 1, "resources": {CPU_RESOURCE: 1}, "env": {"CUDA_VISIBLE_DEVICES": ""}}}
+        return specs
+
+
+def start_gpu_node_cluster(settings: Settings, gpus: list[str]) -> SpecCluster:
+    """A local cluster of one GPU worker per GPU in ``gpus`` plus CPU workers for the cut stage."""
+    layout = GpuNodeLayout.for_node(gpus, usable_cpus(), settings.workers)
+    logger.info("GPU node: %d GPU worker(s) (devices %s) and %d CPU worker(s)", len(layout.gpus),
+                ",".join(layout.gpus), layout.cpu_workers)
+    scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard": True,
+                                               "dashboard_address": settings.dashboard_address}}
+    return SpecCluster(workers=layout.worker_specs(), scheduler=scheduler, silence_logs=logging.WARN,
+                       name="lensfinder-gpu-node")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where each stage's tasks go, as ``dask.annotate`` keyword arguments (empty: anywhere).
+
+    Attributes:
+        cut: annotations of cut tasks.
+        score: annotations of score tasks.
+        gpu_workers: workers that declare a ``GPU`` resource (0: a CPU-only cluster).
+        gpus: ``GPU`` resources declared in all.
+    """
+
+    cut: dict[str, Any] = field(default_factory=dict)
+    score: dict[str, Any] = field(default_factory=dict)
+    gpu_workers: int = 0
+    gpus: float = 0
+
+    @property
+    def on_gpus(self) -> bool:
+        return self.gpu_workers > 0
+
+    def score_task_objects(self, total_objects: int) -> int:
+        """Objects per score task: one shard's worth on CPUs (0); on GPUs enough for a stream of blocks,
+        while leaving every score slot of every GPU a few tasks."""
+        if not self.on_gpus:
+            return 0
+        slots = max(1, math.ceil(self.gpus * SCORE_TASKS_PER_GPU))
+        return max(1, min(GPU_TASK_OBJECTS, math.ceil(total_objects / (2 * slots))))
+
+
+def placement_for(workers: dict[str, dict[str, Any]]) -> Placement:
+    """The :class:`Placement` for workers as ``Client.scheduler_info()["workers"]`` describes them.
+
+    No worker with a ``GPU`` resource: no annotations (CPU-only runs as before). With GPU
+    workers, score tasks ask for ``1/SCORE_TASKS_PER_GPU`` of a ``GPU``; cut tasks ask for a
+    ``CPU`` slot where some worker declares them, else prefer the workers without a GPU
+    (loosely, so they still run if those leave), else go anywhere.
+    """
+    gpu = {address: info for address, info in workers.items()
+           if (info.get("resources") or {}).get(GPU_RESOURCE, 0) > 0}
+    if not gpu:
+        return Placement()
+    score = {"resources": {GPU_RESOURCE: 1 / SCORE_TASKS_PER_GPU}}
+    if any((info.get("resources") or {}).get(CPU_RESOURCE, 0) > 0 for info in workers.values()):
+        cut: dict[str, Any] = {"resources": {CPU_RESOURCE: 1}}
+    elif len(gpu) < len(workers):
+        cut = {"workers": sorted(set(workers) - set(gpu)), "allow_other_workers": True}
+    else:
+        cut = {}
+    gpus = sum(float(info["resources"][GPU_RESOURCE]) for info in gpu.values())
+    return Placement(cut=cut, score=score, gpu_workers=len(gpu), gpus=gpus)
+
+
+def placement(client: Client) -> Placement:
+    """The :class:`Placement` for the workers connected to ``client`` now."""
+    try:
+        info = client.scheduler_info(n_workers=-1)  # every worker (some versions list 5 by default)
+    except TypeError:  # versions without the argument list them all
+        info = client.scheduler_info()
+    return placement_for(info["workers"])
 
 
 def start_slurm_cluster(settings: Settings):
