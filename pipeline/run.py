@@ -7,6 +7,7 @@ writes the ranked catalogue.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -25,14 +26,14 @@ from catalogs.flags import documentation as flags_documentation
 from lensnet.checkpoint import CONFIG_FILE, WEIGHTS_FILE, ModelConfig, load_config, load_model, resolve_checkpoint, sha256_of
 from pipeline import store
 from pipeline.catalog_input import read_catalog
-from pipeline.cluster import make_client
+from pipeline.cluster import Placement, make_client, placement
 from pipeline.config import Settings, SettingsError
 from pipeline.images import InputError, split_reference
 from pipeline.inference import ModelPlugin
 from pipeline.merge import merge_outputs
 from pipeline.plan import Plan, make_plan
 from pipeline.resume import RunDirectory, file_identity, fingerprint, locked_output
-from pipeline.tasks import cut_shard, existing, score_shard
+from pipeline.tasks import cut_shard, existing, score_shard, score_shards
 from pipeline.tiles import Tile, attach_maps, discover_tiles, read_tile_headers
 from pipeline.version import code_version
 
@@ -162,9 +163,13 @@ def execute(prepared: PreparedRun, client: Client, log: Callable[[str], None] = 
                                   "code_version": code_version()},
                            compression=settings.stamp_compression)
 
+    where = placement(client)
+    if where.on_gpus:
+        log(f"placement: score tasks on {where.gpu_workers} GPU worker(s), cut tasks "
+            f"{'on CPU workers' if where.cut else 'on any worker'}")
     client.register_plugin(ModelPlugin([str(path.resolve()) for _, path, _ in prepared.ensemble], settings.device,
                                        settings.resolved_threads(), tta=settings.tta))
-    tasks, done = _build_graph(plan, run_dir, size_px, settings.batch_size)
+    tasks, done = _build_graph(plan, run_dir, size_px, settings.batch_size, where)
     if done:
         log(f"resuming: {done} of {len(plan.shards)} shards were already scored")
     log(f"Dask dashboard: {client.dashboard_link}")
@@ -212,12 +217,20 @@ def _show_progress(futures: list, log: Callable[[str], None]) -> None:
             next_report = done / total + 0.1
 
 
-def _build_graph(plan: Plan, run_dir: RunDirectory, size_px: int, batch_size: int | None) -> tuple[list, int]:
-    """Delayed cut and score tasks for the shards that are not done yet."""
+def _build_graph(plan: Plan, run_dir: RunDirectory, size_px: int, batch_size: int | None,
+                 where: Placement | None = None) -> tuple[list, int]:
+    """Delayed cut and score tasks for the shards that are not done yet.
+
+    ``where`` (from :func:`pipeline.cluster.placement`) annotates each stage with the
+    workers it belongs on. With GPU workers, a score task covers a run of consecutive
+    shards (``score-FIRST-LAST``, each shard still its own part file); without, there is
+    one score task per shard (``score-NNNNNN``) and no annotation, as always.
+    """
+    where = where or Placement()
     tile_references = {name: {"images": tile.paths, "masks": tile.masks, "weights": tile.weights,
                               "reference_band": tile.reference_band, "resampled": tile.resampled_bands}
                        for name, tile in plan.tiles.items()}
-    tasks, done = [], 0
+    pending, done = [], 0  # (shard, start, stop, cut task) of shards to score
     for shard, (start, stop) in enumerate(plan.shards):
         cut_part, score_part = run_dir.part("cut", shard), run_dir.part("score", shard)
         if score_part.is_file():
@@ -228,13 +241,49 @@ def _build_graph(plan: Plan, run_dir: RunDirectory, size_px: int, batch_size: in
         else:
             shard_objects = plan.objects.iloc[start:stop][["tile", "x_px", "y_px", "crowded"]]
             needed = {name: tile_references[name] for name in shard_objects["tile"].unique()}
-            cut = dask.delayed(cut_shard, pure=False)(
-                str(run_dir.store), str(cut_part), start, shard_objects, needed, size_px,
-                dask_key_name=f"cut-{shard:06d}")
-        tasks.append(dask.delayed(score_shard, pure=False)(
-            str(run_dir.store), cut, str(score_part), start, stop, batch_size,
-            dask_key_name=f"score-{shard:06d}"))
+            with _annotated(where.cut):
+                cut = dask.delayed(cut_shard, pure=False)(
+                    str(run_dir.store), str(cut_part), start, shard_objects, needed, size_px,
+                    dask_key_name=f"cut-{shard:06d}")
+        pending.append((shard, start, stop, cut))
+    per_task = where.score_task_objects(sum(stop - start for _, start, stop, _ in pending))
+    tasks = []
+    for group in _score_groups(pending, per_task):
+        with _annotated(where.score):
+            if not where.on_gpus:
+                shard, start, stop, cut = group[0]
+                tasks.append(dask.delayed(score_shard, pure=False)(
+                    str(run_dir.store), cut, str(run_dir.part("score", shard)), start, stop, batch_size,
+                    dask_key_name=f"score-{shard:06d}"))
+                continue
+            first, last = group[0][0], group[-1][0]
+            tasks.append(dask.delayed(score_shards, pure=False)(
+                str(run_dir.store), [cut for *_, cut in group],
+                [str(run_dir.part("score", shard)) for shard, *_ in group],
+                [(start, stop) for _, start, stop, _ in group], batch_size,
+                dask_key_name=f"score-{first:06d}" if first == last else f"score-{first:06d}-{last:06d}"))
     return tasks, done
+
+
+def _annotated(annotations: dict):
+    """``dask.annotate(**annotations)``, or nothing at all when there are none (CPU-only graphs stay as they were)."""
+    return dask.annotate(**annotations) if annotations else contextlib.nullcontext()
+
+
+def _score_groups(pending: list[tuple], objects_per_task: int) -> list[list[tuple]]:
+    """Consecutive pending shards in groups of about ``objects_per_task`` objects (0: one shard per group).
+
+    A group never spans a gap left by shards that are already scored, and holds at least one shard.
+    """
+    groups: list[list[tuple]] = []
+    for item in pending:
+        shard, start, stop, _ = item
+        if (objects_per_task <= 0 or not groups or groups[-1][-1][0] != shard - 1
+                or sum(b - a for _, a, b, _ in groups[-1]) + (stop - start) > objects_per_task):
+            groups.append([item])
+        else:
+            groups[-1].append(item)
+    return groups
 
 
 def resolve_bands(given: list[str] | None, model_bands: list[str], checkpoint: Path,

@@ -1,25 +1,40 @@
-"""The functions that run on Dask workers, one call per shard and stage.
+"""The functions that run on Dask workers, one call per shard and stage (GPU workers: a run of shards per score task).
 
 Each writes its outputs under a temporary name and renames them into place; the part
-file it leaves is the shard's done-marker for that stage.
+file it leaves is the shard's done-marker for that stage. Beside each score part file a
+``shard-NNNNNN.timings.json`` records where that shard's scoring time went (read,
+normalise, forward, ...; see :data:`pipeline.inference.TIMING_STAGES`) and which worker
+scored it; :func:`read_timings` collects them for benchmarks.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import json
+import logging
+import os
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from catalogs.io import atomic_write_parquet
+from distributed import get_worker
 from pipeline import store
 from astropy.wcs import WCS
 
 from pipeline.cutouts import cut_stamps, resample_stamps, stamp_flags
 from pipeline.images import InputError, read_header, read_image
-from pipeline.inference import mean_probability_logit, worker_model
+from pipeline.inference import DEFAULT_PREFETCH, ScoredShard, ShardStamps, mean_probability_logit, worker_model
 from pipeline.merge import MODEL_LOGIT_PREFIX
+
+logger = logging.getLogger(__name__)
+
+#: Name ending of the per-shard timings beside each score part file.
+TIMINGS_SUFFIX = ".timings.json"
 
 # Errors a damaged or unreadable FITS file raises while being opened or read.
 FITS_ERRORS = (OSError, ValueError, TypeError, IndexError, KeyError, EOFError, InputError)
@@ -103,16 +118,38 @@ def cut_shard(
     return part_path
 
 
-def score_shard(store_path: str, cut_part: str, part_path: str, start: int, stop: int,
-                batch_size: int | None) -> str:
-    """Score the usable stamps of one shard with the worker's model; write their logits."""
-    status = pd.read_parquet(cut_part)
-    usable = status["reason"].isna().to_numpy()
-    stamps = store.read_stamps(store_path, start, stop)[usable]
-    plugin = worker_model()
-    by_model = plugin.score(stamps, batch_size) if len(stamps) else {
-        loaded.config.name or loaded.path.name: np.empty(0, np.float32) for loaded in plugin.loaded}
-    columns = {"cutout_index": pa.array(status["cutout_index"].to_numpy()[usable], pa.int64())}
+def _usable(cut_part: str) -> tuple[np.ndarray, np.ndarray]:
+    """Which of a shard's objects the cut stage left usable, and their cutout indices."""
+    status = pq.read_table(cut_part, columns=["cutout_index", "reason"])
+    usable = status.column("reason").is_null().to_numpy(zero_copy_only=False)
+    return usable, status.column("cutout_index").to_numpy()[usable]
+
+
+def timings_path(part_path: str | Path) -> Path:
+    """The side file beside a score part file with that shard's timings (JSON)."""
+    part = Path(part_path)
+    return part.with_name(part.name.removesuffix(".parquet") + TIMINGS_SUFFIX)
+
+
+def read_timings(part_paths: list[str | Path]) -> list[dict]:
+    """The timings recorded beside these score part files (those that have them)."""
+    records = []
+    for part in part_paths:
+        path = timings_path(part)
+        if path.is_file():
+            records.append(json.loads(path.read_text()))
+    return records
+
+
+def _write_timings(part_path: str, timings: dict) -> None:
+    path = timings_path(part_path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(timings, default=float) + "\n")
+    temporary.replace(path)
+
+
+def _write_score_part(cutout_index: np.ndarray, by_model: dict[str, np.ndarray], part_path: str) -> None:
+    columns = {"cutout_index": pa.array(cutout_index, pa.int64())}
     if len(by_model) == 1:
         columns["logit"] = pa.array(next(iter(by_model.values())), pa.float32())
     else:
@@ -120,9 +157,73 @@ def score_shard(store_path: str, cut_part: str, part_path: str, start: int, stop
         stacked = torch.from_numpy(np.stack(list(by_model.values())).astype(np.float64))
         columns["logit"] = pa.array(mean_probability_logit(stacked).numpy().astype(np.float32), pa.float32())
         columns.update({f"{MODEL_LOGIT_PREFIX}{name}": pa.array(values, pa.float32()) for name, values in by_model.items()})
-    table = pa.table(columns)
-    atomic_write_parquet(table, part_path)
+    atomic_write_parquet(pa.table(columns), part_path)
+
+
+def _where() -> dict[str, str]:
+    try:
+        worker = get_worker()
+        return {"worker": worker.address, "worker_name": str(worker.name)}
+    except ValueError:  # not on a Dask worker
+        return {"worker": None, "worker_name": None}
+
+
+def score_shard(store_path: str, cut_part: str, part_path: str, start: int, stop: int,
+                batch_size: int | None) -> str:
+    """Score the usable stamps of one shard with the worker's model; write their logits.
+
+    Beside the part file, ``shard-NNNNNN.timings.json`` records where the time went (read,
+    normalise, forward, write) and on which worker.
+    """
+    started = time.perf_counter()
+    status = pd.read_parquet(cut_part)
+    usable = status["reason"].isna().to_numpy()
+    stamps = store.read_stamps(store_path, start, stop)[usable]
+    timings = {"objects": int(usable.sum()), "read_s": time.perf_counter() - started}
+    plugin = worker_model()
+    by_model = plugin.score(stamps, batch_size, timings) if len(stamps) else {
+        loaded.config.name or loaded.path.name: np.empty(0, np.float32) for loaded in plugin.ensure_loaded()}
+    started = time.perf_counter()
+    _write_score_part(status["cutout_index"].to_numpy()[usable], by_model, part_path)
+    timings.update(write_s=time.perf_counter() - started, stage="score", shards=1, prefetch=False,
+                   device=str(next(plugin.loaded[0].module.parameters()).device), **_where())
+    _write_timings(part_path, timings)
     return part_path
+
+
+def score_shards(store_path: str, cut_parts: list[str], part_paths: list[str], ranges: list[tuple[int, int]],
+                 batch_size: int | None, prefetch: int = DEFAULT_PREFETCH) -> list[str]:
+    """Score a run of consecutive shards in one task, streaming them through the worker's model.
+
+    The GPU workers' score task: reader threads read the next shards while the GPU runs
+    the forward passes of the blocks before (:func:`pipeline.inference.stream_scores`);
+    a writer thread writes the part files. Each shard still gets its own part file (its
+    done-marker, the same columns as :func:`score_shard`'s) and timings side file, so
+    resuming and merging do not know how the shards were grouped.
+    """
+    plugin = worker_model()
+    where = _where()
+    task_started = time.perf_counter()
+
+    def read(index: int) -> ShardStamps:
+        usable, cutout_index = _usable(cut_parts[index])
+        start, stop = ranges[index]
+        return ShardStamps(store.read_stamps(store_path, start, stop)[usable], cutout_index)
+
+    def write(scored: ScoredShard) -> None:
+        started = time.perf_counter()
+        _write_score_part(scored.meta, scored.logits, part_paths[scored.index])
+        _write_timings(part_paths[scored.index], {
+            **scored.timings, "write_s": time.perf_counter() - started, "stage": "score",
+            "shards": len(part_paths), "task_first_shard": Path(part_paths[0]).name, **where})
+
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lensfinder-write") as writer:
+        pending = [writer.submit(write, scored)
+                   for scored in plugin.score_stream(read, len(part_paths), batch_size, prefetch=prefetch)]
+        for future in pending:
+            future.result()
+    logger.debug("scored %d shards in %.2f s", len(part_paths), time.perf_counter() - task_started)
+    return list(part_paths)
 
 
 def existing(path: str | Path) -> str:
