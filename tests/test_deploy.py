@@ -72,7 +72,23 @@ def test_gpu_template_books_one_gpu_per_worker_job(tmp_path, monkeypatch):
                       "#SBATCH -n 1", "#SBATCH --cpus-per-task=8", "#SBATCH --mem=32G"):
         assert directive in header, f"{directive!r} missing from\n{script}"
     command = script.strip().splitlines()[-1]
-    assert "--nthreads 1" in command and "--resources GPU=1" in command
+    # One worker per job: 2 threads score on the GPU, 6 cut on the CPU slots.
+    assert "--nthreads 8" in command and "--nworkers" not in command and "--resources GPU=1,CPU=6" in command
+
+
+def test_gpu_template_workers_score_on_the_gpu_and_cut_on_their_cpu_slots():
+    from pipeline.cluster import CPU_RESOURCE, GPU_RESOURCE, SCORE_TASKS_PER_GPU, placement_for
+
+    slurm = yaml.safe_load((DEPLOY / "jobqueue-gpu.yaml").read_text())["jobqueue"]["slurm"]
+    arguments = slurm["worker-extra-args"]
+    resources = {key: float(value) for key, value in
+                 (pair.split("=") for pair in arguments[arguments.index("--resources") + 1].split(","))}
+    assert resources[GPU_RESOURCE] == 1
+    # Every thread has a stage: score tasks fill the GPU's share, cut tasks the CPU slots.
+    assert slurm["cores"] == SCORE_TASKS_PER_GPU + resources[CPU_RESOURCE] <= slurm["job-cpu"]
+    where = placement_for({"tcp://node1:1234": {"resources": resources}})
+    assert where.score == {"resources": {GPU_RESOURCE: 1 / SCORE_TASKS_PER_GPU}}
+    assert where.cut == {"resources": {CPU_RESOURCE: 1}}
 
 
 @pytest.mark.parametrize("name", ["jobqueue.yaml", "jobqueue-gpu.yaml"])
@@ -80,7 +96,9 @@ def test_templates_set_the_project_keys(name):
     config = yaml.safe_load((DEPLOY / name).read_text())
     timeout = config["lensfinder"]["slurm"]["worker-timeout"]
     assert parse_timedelta(timeout) >= 60
-    assert config["jobqueue"]["slurm"]["cores"] == config["jobqueue"]["slurm"]["processes"] == 1
+    assert config["jobqueue"]["slurm"]["processes"] == 1
+    if name == "jobqueue.yaml":  # CPU jobs: one task at a time, PyTorch threads inside it
+        assert config["jobqueue"]["slurm"]["cores"] == 1
 
 
 # --- shell scripts -------------------------------------------------------------------------
