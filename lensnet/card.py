@@ -166,7 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lensnet.card", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="checkpoint directory or shipped model name")
     args = parser.parse_args(argv)
-    directory = resolve_checkpoint(args.checkpoint)
+    try:
+        directory = resolve_checkpoint(args.checkpoint)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"python -m lensnet.card: error: {error}", file=sys.stderr)
+        return 2
     (directory / "MODEL_CARD.md").write_text(render_card(directory))
     print(directory / "MODEL_CARD.md")
     return 0

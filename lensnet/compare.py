@@ -237,7 +237,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, list[str], s
     parser.add_argument("--threads", type=int, help="torch threads for training and the CPU images/s")
     parser.add_argument("--note", default="", help="a remark printed under the table (e.g. on the budget)")
     args = parser.parse_args(argv)
-    values = yaml.safe_load(Path(args.config).read_text()) or {}
+    try:
+        values = yaml.safe_load(Path(args.config).read_text()) or {}
+    except FileNotFoundError:
+        parser.error(f"--config {args.config}: no such file")
+    except yaml.YAMLError as error:
+        parser.error(f"--config {args.config} is not valid YAML: {' '.join(str(error).split())}")
     for key in ("data", "test_data"):
         text = getattr(args, key)
         if text is not None:
@@ -259,7 +264,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, list[str], s
 def main(argv: list[str] | None = None) -> int:
     base, architectures, out, note, variants = parse_args(argv)
     command = "python -m lensnet.compare " + " ".join(shlex.quote(arg) for arg in (argv or sys.argv[1:]))
-    result = compare(base, architectures, out, command, note, variants)
+    try:
+        result = compare(base, architectures, out, command, note, variants)
+    except (ValueError, KeyError, FileNotFoundError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"python -m lensnet.compare: error: {message}", file=sys.stderr)
+        return 2
     print(render_table(result))
     return 0
 

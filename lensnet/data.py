@@ -176,6 +176,14 @@ def stamp_set_from_spec(spec: DataSpec, limit: int | None = None) -> StampSet:
         parts = [stamp_set_from_spec(item, limit) for item in spec]
         return concatenate(parts, [describe_spec(item) for item in spec])
     if isinstance(spec, dict):
+        settings = spec["simulate"]
+        missing = [key for key in ("profile", "n", "seed") if key not in settings]
+        known = {"profile", "n", "seed", "engine", "lens_fraction", "chunk_size", "size_px", "processes", "progress"}
+        unknown = sorted(set(settings) - known)
+        if missing or unknown:
+            raise ValueError(f"a simulate spec needs profile, n and seed (optional: engine, lens_fraction, chunk_size, "
+                             f"size_px); {'missing ' + ', '.join(missing) if missing else ''}"
+                             f"{'; ' if missing and unknown else ''}{'unknown ' + ', '.join(unknown) if unknown else ''}")
         cache = os.environ.get(SIMULATION_CACHE_ENV)
         if cache:
             return load_stamp_set(materialise(spec, Path(cache) / cache_name(spec["simulate"])))

@@ -536,7 +536,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         except FileNotFoundError:
             parser.error(f"--config {config_file}: no such file")
         except yaml.YAMLError as error:
-            parser.error(f"--config {config_file} is not valid YAML: {error}")
+            parser.error(f"--config {config_file} is not valid YAML: {' '.join(str(error).split())}")
         if not isinstance(loaded, dict):
             parser.error(f"--config {config_file} must hold a mapping of key: value")
         known = {item.name for item in dataclasses.fields(TrainConfig)}
