@@ -261,13 +261,12 @@ def whole_run(settings, client) -> dict[str, Any]:
 
 def score_stage(run_out: Path, scratch: Path, client, batch_size: int | None, prefetch: int) -> dict[str, Any]:
     """The score tasks alone on a finished run's store and cut parts, placed as a run places them."""
-    import dask
     from distributed import get_task_stream
 
     from pipeline.cluster import placement
     from pipeline.resume import PROGRESS_DIR
-    from pipeline.run import _annotated, _score_groups
-    from pipeline.tasks import read_timings, score_shard, score_shards
+    from pipeline.run import score_tasks
+    from pipeline.tasks import read_timings
 
     out = scratch / f"score-{'prefetch' if prefetch else 'serial'}-{run_out.name}"
     shutil.rmtree(out, ignore_errors=True)
@@ -279,19 +278,9 @@ def score_stage(run_out: Path, scratch: Path, client, batch_size: int | None, pr
     stamps = zarr.open_group(str(store), mode="r")["stamps"]
     total, chunk = stamps.shape[0], stamps.chunks[0]  # one Zarr chunk per shard
     pending = [(index, index * chunk, min(total, (index + 1) * chunk), str(part)) for index, part in enumerate(cut_parts)]
-    where = placement(client)
-    tasks = []
-    for group in _score_groups(pending, where.score_task_objects(total)):
-        parts = [str(out / PROGRESS_DIR / "score" / Path(cut).name) for *_, cut in group]
-        with _annotated(where.score):
-            if where.on_gpus or prefetch == 0:
-                tasks.append(dask.delayed(score_shards, pure=False)(
-                    str(store), [cut for *_, cut in group], parts, [(a, b) for _, a, b, _ in group], batch_size,
-                    prefetch, dask_key_name=f"score-{group[0][0]:06d}-{group[-1][0]:06d}"))
-            else:  # a CPU cluster scores shard by shard, as its runs do
-                shard, start, stop, cut = group[0]
-                tasks.append(dask.delayed(score_shard, pure=False)(str(store), cut, parts[0], start, stop, batch_size,
-                                                                   dask_key_name=f"score-{shard:06d}"))
+    # As a run builds them (a CPU cluster: one task per shard, the same in both modes).
+    tasks = score_tasks(str(store), pending, lambda shard: out / PROGRESS_DIR / "score" / f"shard-{shard:06d}.parquet",
+                        placement(client), batch_size, prefetch=prefetch)
     with get_task_stream(client) as stream, GpuSampler() as gpu:
         started = time.perf_counter()
         client.gather(client.compute(tasks))

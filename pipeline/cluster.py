@@ -163,21 +163,25 @@ class GpuNodeLayout:
 
     def worker_specs(self, memory_limit: int | str = "auto", dashboard: bool = False) -> dict[str, dict[str, Any]]:
         """``SpecCluster`` worker specifications (Nanny processes), named ``gpu-<device>`` and ``cpu-<i>``."""
+        gpu_memory_limit = memory_limit
         if memory_limit == "auto":
             from distributed.system import MEMORY_LIMIT
 
+            # An equal share each, as LocalCluster gives; a GPU worker holds several shards
+            # in flight and pinned staging buffers, so it may use up to four shares.
             memory_limit = int(MEMORY_LIMIT // max(1, len(self.gpus) + self.cpu_workers))
-        common = {"host": "127.0.0.1", "memory_limit": memory_limit, "dashboard": dashboard,
-                  "silence_logs": logging.WARN}
+            gpu_memory_limit = int(min(4 * memory_limit, MEMORY_LIMIT // max(1, len(self.gpus))))
+        common = {"host": "127.0.0.1", "dashboard": dashboard, "silence_logs": logging.WARN}
         specs: dict[str, dict[str, Any]] = {}
         for device in self.gpus:
             specs[f"gpu-{device}"] = {"cls": Nanny, "options": {
-                **common, "nthreads": self.gpu_threads, "resources": {GPU_RESOURCE: 1},
-                "env": {"CUDA_VISIBLE_DEVICES": device}}}
+                **common, "memory_limit": gpu_memory_limit, "nthreads": self.gpu_threads,
+                "resources": {GPU_RESOURCE: 1}, "env": {"CUDA_VISIBLE_DEVICES": device}}}
         for index in range(self.cpu_workers):
             # No GPU at all: a CPU worker can never put a model (or a CUDA context) on one.
             specs[f"cpu-{index}"] = {"cls": Nanny, "options": {
-                **common, "nthreads": 1, "resources": {CPU_RESOURCE: 1}, "env": {"CUDA_VISIBLE_DEVICES": ""}}}
+                **common, "memory_limit": memory_limit, "nthreads": 1, "resources": {CPU_RESOURCE: 1},
+                "env": {"CUDA_VISIBLE_DEVICES": ""}}}
         return specs
 
 

@@ -458,7 +458,10 @@ def _finish(block: _Block, models: list[LoadedModel], device: torch.device, batc
     seconds = {"pin_s": block.seconds.get("pin_s", 0.0), "h2d_s": 0.0,
                "normalise_s": block.seconds.get("normalise_s", 0.0), "forward_s": forward_seconds, "wait_s": waited}
     if device.type == "cuda" and block.objects:
-        torch.cuda.synchronize(device)
+        # Wait for this block's events only: a device-wide synchronize would also wait for
+        # the next block, which the staging thread is copying and normalising meanwhile.
+        for event in (*block.events, *(end for _, end in forward_events)):
+            event.synchronize()
         if block.events:
             seconds["h2d_s"] = block.events[0].elapsed_time(block.events[1]) / 1000
             seconds["normalise_s"] = block.events[1].elapsed_time(block.events[2]) / 1000

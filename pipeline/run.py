@@ -246,6 +246,21 @@ def _build_graph(plan: Plan, run_dir: RunDirectory, size_px: int, batch_size: in
                     str(run_dir.store), str(cut_part), start, shard_objects, needed, size_px,
                     dask_key_name=f"cut-{shard:06d}")
         pending.append((shard, start, stop, cut))
+    return score_tasks(str(run_dir.store), pending, lambda shard: run_dir.part("score", shard), where,
+                       batch_size), done
+
+
+def score_tasks(store_path: str, pending: list[tuple[int, int, int, Any]], part_for: Callable[[int], Path],
+                where: Placement | None = None, batch_size: int | None = None, prefetch: int | None = None) -> list:
+    """Delayed score tasks for ``pending`` shards ``(shard, start, stop, cut part or its task)``.
+
+    Without GPU workers (``where`` empty): one ``score_shard`` task per shard, as always.
+    With them: ``score_shards`` tasks over runs of consecutive shards, annotated for the
+    GPU workers. ``part_for(shard)`` is the shard's score part file. ``prefetch`` (GPU
+    tasks only; default the scorer's) 0 stages every block serially, for comparisons.
+    A rescore of a stored run can build its tasks here too, to get the same placement.
+    """
+    where = where or Placement()
     per_task = where.score_task_objects(sum(stop - start for _, start, stop, _ in pending))
     tasks = []
     for group in _score_groups(pending, per_task):
@@ -253,16 +268,16 @@ def _build_graph(plan: Plan, run_dir: RunDirectory, size_px: int, batch_size: in
             if not where.on_gpus:
                 shard, start, stop, cut = group[0]
                 tasks.append(dask.delayed(score_shard, pure=False)(
-                    str(run_dir.store), cut, str(run_dir.part("score", shard)), start, stop, batch_size,
+                    store_path, cut, str(part_for(shard)), start, stop, batch_size,
                     dask_key_name=f"score-{shard:06d}"))
                 continue
             first, last = group[0][0], group[-1][0]
+            options = {} if prefetch is None else {"prefetch": prefetch}
             tasks.append(dask.delayed(score_shards, pure=False)(
-                str(run_dir.store), [cut for *_, cut in group],
-                [str(run_dir.part("score", shard)) for shard, *_ in group],
-                [(start, stop) for _, start, stop, _ in group], batch_size,
+                store_path, [cut for *_, cut in group], [str(part_for(shard)) for shard, *_ in group],
+                [(start, stop) for _, start, stop, _ in group], batch_size, **options,
                 dask_key_name=f"score-{first:06d}" if first == last else f"score-{first:06d}-{last:06d}"))
-    return tasks, done
+    return tasks
 
 
 def _annotated(annotations: dict):
