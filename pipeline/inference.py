@@ -45,6 +45,9 @@ DEFAULT_BATCH = {"cpu": 32, "cuda": 4096}
 #: Shards read ahead per scoring task by its reader threads, and blocks staged ahead.
 DEFAULT_READERS = 2
 DEFAULT_PREFETCH = 2
+#: Stamps normalised at once on a GPU: the float64 normalisation and its sorts need several
+#: times the stamps' own size in device memory, so large blocks go through in slices.
+GPU_NORMALISE_STAMPS = 4096
 
 
 #: glibc ``mallopt`` parameters (malloc.h) and the values CPU workers set.
@@ -304,7 +307,10 @@ def _stage(block: _Block, parts: list[np.ndarray], normalisations: dict[str, Mod
         events[1].record()
         for key, config in normalisations.items():
             if config.normalisation in TORCH_NORMALISATIONS:
-                inputs = TORCH_NORMALISATIONS[config.normalisation](raw, **config.normalisation_params)
+                # Per stamp, in float64 with sorts: slices bound the device memory it needs.
+                normalise = TORCH_NORMALISATIONS[config.normalisation]
+                inputs = torch.cat([normalise(raw[start:start + GPU_NORMALISE_STAMPS], **config.normalisation_params)
+                                    for start in range(0, n, GPU_NORMALISE_STAMPS)])
             else:  # no torch version: the CPU one, then a pinned copy
                 inputs = torch.from_numpy(preprocess(host.numpy(), config)[0]).pin_memory().to(device, non_blocking=True)
             block.inputs[key] = inputs.contiguous(memory_format=torch.channels_last)

@@ -264,3 +264,38 @@ def test_a_resumed_run_on_the_gpu_node_equals_the_uninterrupted_one(gpu_node_cli
                               log=lambda _: None)
     assert resumed.summary["shards_resumed"] == resumed.summary["shards"] - 2
     pd.testing.assert_frame_equal(pd.read_parquet(resumed.candidates), pd.read_parquet(result.candidates))
+
+
+# --- on a real GPU node -------------------------------------------------------------------
+
+#: Tiny random model, bf16 autocast on the GPU vs fp32 on CPUs: largest logit difference allowed.
+GPU_RUN_LOGIT_ATOL = 0.3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_a_gpu_node_only_gpu_workers_hold_the_model_and_on_their_gpu(tiny_survey, tiny_model, client, tmp_path):
+    from pipeline.cluster import make_client
+
+    settings = settings_for(tiny_survey, tiny_model, tmp_path / "gpu", cluster="cuda", workers=2,
+                            dashboard_address=":0", shard_size=SHARD_SIZE)
+    with make_client(settings) as gpu_client:
+        result = run_with_client(settings, gpu_client, log=lambda _: None)
+        roles = _roles(gpu_client)
+        devices = gpu_client.run(lambda dask_worker: [str(next(model.module.parameters()).device)
+                                                      for model in dask_worker.plugins[PLUGIN_NAME].loaded])
+        visible = gpu_client.run(lambda: __import__("torch").cuda.device_count())
+    assert sum(role == "gpu" for role in roles.values()) == torch.cuda.device_count()
+    for address, role in roles.items():
+        if role == "gpu":
+            assert devices[address] == ["cuda:0"] and visible[address] == 1
+        else:
+            assert devices[address] == [] and visible[address] == 0
+    records = read_timings(sorted((result.out / "_progress" / "score").glob("shard-*.parquet")))
+    assert {record["device"] for record in records} == {"cuda:0"}
+    assert all(record["h2d_s"] > 0 for record in records if record["objects"])
+    cpu = run_with_client(settings_for(tiny_survey, tiny_model, tmp_path / "cpu", shard_size=SHARD_SIZE), client,
+                          log=lambda _: None)
+    merged = pd.read_parquet(result.candidates).merge(pd.read_parquet(cpu.candidates), on="object_id")
+    assert len(merged) == result.summary["scored"] == cpu.summary["scored"]
+    assert np.abs(merged["logit_x"] - merged["logit_y"]).max() <= GPU_RUN_LOGIT_ATOL
