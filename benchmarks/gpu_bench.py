@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -108,7 +107,7 @@ class GpuSampler:
         self._thread: threading.Thread | None = None
         self._process: subprocess.Popen | None = None
 
-    def __enter__(self) -> "GpuSampler":
+    def __enter__(self) -> GpuSampler:
         if not torch.cuda.is_available():
             return self
         try:
@@ -121,7 +120,7 @@ class GpuSampler:
                 while not self._stop.is_set():
                     self.samples.append(float(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu))
                     time.sleep(0.1)
-        except Exception:  # no NVML bindings: nvidia-smi's own loop
+        except Exception:  # noqa: BLE001 (no NVML bindings, or NVML fails: nvidia-smi's own loop)
             if shutil.which("nvidia-smi") is None:
                 return self
             self._process = subprocess.Popen(
@@ -165,20 +164,20 @@ def bare_forward(model: str, device: torch.device, stamps: np.ndarray, batch_siz
         memory_format=torch.channels_last)
     results: dict[str, Any] = {}
     precisions = ("bf16", "fp32") if device.type == "cuda" else ("fp32",)
+    def one_pass(precision: str, batch: int) -> None:
+        with torch.inference_mode(), autocast_for(device, precision):
+            for start in range(0, len(inputs), batch):
+                loaded.module(inputs[start:start + batch])
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
     for precision in precisions:
         for batch in batch_sizes:
-            def one_pass() -> None:
-                with torch.inference_mode(), autocast_for(device, precision):
-                    for start in range(0, len(inputs), batch):
-                        loaded.module(inputs[start:start + batch])
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-
-            one_pass()  # warm-up: cuDNN's algorithm choice, the allocator
-            best = min(_timed(one_pass) for _ in range(3))
+            one_pass(precision, batch)  # warm-up: cuDNN's algorithm choice, the allocator
+            best = min(_timed(lambda: one_pass(precision, batch)) for _ in range(3))  # noqa: B023 (called at once)
             results[f"{precision}_batch{batch}"] = round(len(inputs) / best, 1)
     best_key = max(results, key=results.get)
-    del loaded, inputs
+    loaded = inputs = None  # free the device memory for the runs
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return {"images_per_s": results, "best": best_key, "best_images_per_s": results[best_key],
@@ -335,13 +334,14 @@ def device_name(device: torch.device) -> str:
 
 def markdown(report: dict[str, Any]) -> str:
     bare = report["bare_forward"]["best_images_per_s"]
-    lines = [f"# GPU benchmark on {report['device']}", "",
-             f"{report['machine'].get('usable_cpus')} CPU cores, torch {report['machine'].get('torch')}, "
-             f"model `{report['model']}`, {report['survey']['objects']:,} objects on {report['survey']['tiles']} "
-             f"noise tiles of {report['survey']['tile_size_px']} px, {report['date_utc']}; cluster "
-             f"{report['cluster']['kind']} (started in {report['cluster']['start_s']} s, "
-             f"{report['cluster'].get('gpu_workers', 0)} GPU + {report['cluster'].get('other_workers', 0)} other workers).",
-             "", f"Bare forward (inputs resident, {report['bare_forward']['best']}): **{bare:,.0f} images/s**.", ""]
+    cluster, survey = report["cluster"], report["survey"]
+    setting = (f"{report['machine'].get('usable_cpus')} CPU cores, torch {report['machine'].get('torch')}, "
+               f"model `{report['model']}`, {survey['objects']:,} objects on {survey['tiles']} noise tiles of "
+               f"{survey['tile_size_px']} px, {report['date_utc']}; cluster {cluster['kind']} (started in "
+               f"{cluster['start_s']} s, {cluster.get('gpu_workers', 0)} GPU + {cluster.get('other_workers', 0)} "
+               "other workers).")
+    lines = [f"# GPU benchmark on {report['device']}", "", setting, "",
+             f"Bare forward (inputs resident, {report['bare_forward']['best']}): **{bare:,.0f} images/s**.", ""]
     rows = []
     for run in report["runs"]:
         for label, entry in [("whole run", run["whole_run"]), *[(f"score stage, {s['mode']}", s)
@@ -355,8 +355,9 @@ def markdown(report: dict[str, Any]) -> str:
                          fmt(stages["write_s"], 2)])
     lines.append(markdown_table(["measurement", "shard size", "objects/s", "x bare forward", "GPU util %",
                                  "read s", "pin s", "h2d s", "normalise s", "forward s", "wait s", "write s"], rows))
-    lines += ["", "Stage seconds are sums over shards (reads run in parallel threads; h2d, normalise and forward "
-              "are GPU times from CUDA events on GPUs); `wait` is the time the forward thread waited for data.", ""]
+    note = ("Stage seconds are sums over shards (reads run in parallel threads; h2d, normalise and forward "
+            "are GPU times from CUDA events on GPUs); `wait` is the time the forward thread waited for data.")
+    lines += ["", note, ""]
     if report.get("logits_agreement"):
         lines.append("GPU vs CPU fp32 logits, largest difference: " + ", ".join(
             f"{key.split('_')[0]} {value:.3g}" for key, value in report["logits_agreement"].items()) + ".")

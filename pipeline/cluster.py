@@ -155,7 +155,7 @@ class GpuNodeLayout:
     gpu_threads: int = SCORE_TASKS_PER_GPU
 
     @classmethod
-    def for_node(cls, gpus: list[str], cores: int, workers: int | None = None) -> "GpuNodeLayout":
+    def for_node(cls, gpus: list[str], cores: int, workers: int | None = None) -> GpuNodeLayout:
         """``workers`` (``--workers``) counts the CPU workers; by default every core not kept for a GPU worker."""
         if workers is None:
             workers = max(1, cores - CORES_PER_GPU_WORKER * len(gpus))
@@ -171,7 +171,7 @@ class GpuNodeLayout:
             # in flight and pinned staging buffers, so it may use up to four shares.
             memory_limit = int(MEMORY_LIMIT // max(1, len(self.gpus) + self.cpu_workers))
             gpu_memory_limit = int(min(4 * memory_limit, MEMORY_LIMIT // max(1, len(self.gpus))))
-        common = {"host": "127.0.0.1", "dashboard": dashboard, "silence_logs": logging.WARN}
+        common = {"host": "127.0.0.1", "dashboard": dashboard, "silence_logs": logging.WARNING}
         specs: dict[str, dict[str, Any]] = {}
         for device in self.gpus:
             specs[f"gpu-{device}"] = {"cls": Nanny, "options": {
@@ -192,7 +192,7 @@ def start_gpu_node_cluster(settings: Settings, gpus: list[str]) -> SpecCluster:
                 ",".join(layout.gpus), layout.cpu_workers)
     scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard": True,
                                                "dashboard_address": settings.dashboard_address}}
-    return SpecCluster(workers=layout.worker_specs(), scheduler=scheduler, silence_logs=logging.WARN,
+    return SpecCluster(workers=layout.worker_specs(), scheduler=scheduler, silence_logs=logging.WARNING,
                        name="lensfinder-gpu-node")
 
 

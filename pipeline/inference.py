@@ -17,7 +17,6 @@ import concurrent.futures
 import ctypes
 import ctypes.util
 import json
-import os
 import queue
 import threading
 import time
@@ -411,7 +410,7 @@ def stream_scores(
                     for future in futures.values():
                         future.cancel()
             put(None)
-        except BaseException as error:  # handed to the forward thread, which raises it
+        except BaseException as error:  # noqa: BLE001 (handed to the forward thread, which raises it)
             put(_Failed(error))
 
     stager = threading.Thread(target=stage_all, name="lensfinder-stage", daemon=True)

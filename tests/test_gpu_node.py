@@ -8,7 +8,6 @@ task on the CPU workers, every score task on the GPU worker, the model loaded on
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
