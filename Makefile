@@ -17,7 +17,7 @@ PIP_CONSTRAINTS := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 DEMO_DIR ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: help env env-cpu env-test test test-fast test-slurm demo train-default bench clean
+.PHONY: help env env-cpu env-test test test-fast test-slurm demo train-default bench bench-gpu clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -60,6 +60,9 @@ train-default: $(VENV)/.installed  ## retrain the shipped default model from its
 
 bench: $(VENV)/.installed  ## speed benchmarks (see benchmarks/RESULTS.md)
 	$(PY) benchmarks/run_all.py
+
+bench-gpu: $(VENV)/.installed  ## GPU node benchmark (CUDA machine, ~5-8 min on one H200): benchmarks/results/gpu/
+	$(PY) benchmarks/gpu_bench.py --out benchmarks/results/gpu
 
 clean:  ## remove the environment and generated outputs
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

@@ -19,7 +19,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-import dask
 import numpy as np
 import pandas as pd
 import yaml
@@ -28,15 +27,14 @@ from distributed import Client, performance_report
 from lensnet.checkpoint import WEIGHTS_FILE, load_model, sha256_of
 from pipeline import store
 from pipeline.catalog_input import read_catalog
-from pipeline.cluster import make_client
+from pipeline.cluster import make_client, placement
 from pipeline.config import Settings, SettingsError, resolve
 from pipeline.images import InputError
 from pipeline.inference import ModelPlugin
 from pipeline.merge import merge_outputs
 from pipeline.plan import Plan
 from pipeline.resume import STATE_FILE, RunDirectory, fingerprint, locked_output
-from pipeline.run import RunResult, _provenance, _show_progress, ensemble_calibration, load_ensemble
-from pipeline.tasks import score_shard
+from pipeline.run import RunResult, _provenance, _show_progress, ensemble_calibration, load_ensemble, score_tasks
 
 #: A file the adaptation writes beside an adapted checkpoint; recorded in the provenance.
 SELECTION_FUNCTION_FILE = "selection_function.json"
@@ -165,16 +163,17 @@ def execute_rescore(prepared: PreparedRescore, client: Client, log: Callable[[st
     settings.save(out.root / "run.yaml")
     client.register_plugin(ModelPlugin([str(path.resolve()) for _, path, _ in prepared.ensemble], settings.device,
                                        settings.resolved_threads(), tta=settings.tta))
-    tasks, done = [], 0
+    pending, done = [], 0
     for shard, (start, stop) in enumerate(plan.shards):
         part = out.part("score", shard)
         if part.is_file():
             done += 1
             continue
         part.parent.mkdir(parents=True, exist_ok=True)
-        tasks.append(dask.delayed(score_shard, pure=False)(
-            str(run.store), str(run.part("cut", shard)), str(part), start, stop, settings.batch_size,
-            dask_key_name=f"score-{shard:06d}"))
+        pending.append((shard, start, stop, str(run.part("cut", shard))))
+    # the same placement as a run's score stage (GPU workers when the cluster has them)
+    tasks = score_tasks(str(run.store), pending, lambda shard: out.part("score", shard), placement(client),
+                        settings.batch_size)
     if resuming and done:
         log(f"resuming: {done} of {len(plan.shards)} shards were already scored")
     log(f"Dask dashboard: {client.dashboard_link}")

@@ -391,7 +391,9 @@ def test_dashboard_binds_to_loopback_by_default(monkeypatch, tmp_path, flags, ex
 
     monkeypatch.setattr(cluster, "LocalCluster", FakeCluster)
     args = vars(build_parser().parse_args(base_args(tmp_path) + flags))
-    args.pop("config")
+    for command_only in ("config", "dry_run", "print_config", "log_level"):  # not settings
+        args.pop(command_only, None)
+    args["device"] = "cpu"  # the CPU layout also on a machine with GPUs
     cluster._start_cluster(resolve(None, **args))
     assert seen["dashboard_address"] == expected
 
