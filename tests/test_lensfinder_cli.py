@@ -75,7 +75,7 @@ def test_user_errors_of_a_subcommand_are_one_line(tmp_path):
     result = lensfinder("card", str(tmp_path / "no-such-model"))
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
-    assert result.stderr.startswith("lensfinder card: error:") and "no-such-model" in result.stderr
+    assert "card: error:" in result.stderr and "no-such-model" in result.stderr
 
 
 def test_unknown_subcommand_is_refused():
