@@ -203,7 +203,7 @@ def concatenate(parts: list[StampSet], labels: list[str]) -> StampSet:
     for part, label in zip(parts, labels, strict=True):
         stamps[start : start + len(part.stamps)] = part.stamps
         start += len(part.stamps)
-        part.stamps = stamps[:0]  # let the member's pixels go as soon as they are copied
+        part.stamps = np.empty((0, *stamps.shape[1:]), dtype=np.float32)  # let the member's pixels go
         truths.append(part.truth.assign(data_set=label))
     attrs = {key: first.attrs[key] for key in ("profile", "pixel_scale_arcsec") if key in first.attrs}
     attrs["members"] = [dict(part.attrs) for part in parts]

@@ -180,7 +180,8 @@ def train(config: TrainConfig, command: str | None = None) -> Path:
     device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if config.device == "auto" else config.device))
     inputs = prepare_inputs(data.stamps, config)
-    data.stamps = data.stamps[:0]  # the raw pixels are no longer needed; free their memory
+    # the raw pixels are no longer needed: free them (a [:0] view would keep the buffer alive)
+    data.stamps = np.empty((0, *data.stamps.shape[1:]), dtype=np.float32)
     labels = torch.from_numpy(data.labels)
     if device.type == "cuda":
         # The whole training set sits on the GPU: no host-device copies per batch.
