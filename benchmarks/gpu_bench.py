@@ -154,7 +154,7 @@ class GpuSampler:
 def bare_forward(model: str, device: torch.device, stamps: np.ndarray, batch_sizes: list[int]) -> dict[str, Any]:
     """Images/s of the model's forward passes on normalised inputs already on ``device`` (best of 3)."""
     from lensnet.checkpoint import load_model
-    from pipeline.inference import autocast_for, preprocess
+    from lensnet.predict import autocast_for, preprocess
 
     loaded = load_model(model, device=device)
     loaded.module.to(memory_format=torch.channels_last)
@@ -193,7 +193,8 @@ def _timed(function) -> float:
 def logits_agreement(model: str, stamps: np.ndarray) -> dict[str, float]:
     """Largest |GPU - CPU fp32| logit over ``stamps``, for the GPU at fp32 and bf16, through the streaming scorer."""
     from lensnet.checkpoint import load_model
-    from pipeline.inference import ShardStamps, score_stamps, stream_scores
+    from lensnet.predict import score_stamps
+    from pipeline.inference import ShardStamps, stream_scores
 
     reference = score_stamps(load_model(model), stamps, batch_size=256, precision="fp32")
     gpu = load_model(model, device="cuda")

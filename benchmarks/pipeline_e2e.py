@@ -11,7 +11,7 @@
   excluded there and included in the separately timed command line
   (``run_survey.py``: interpreter start and imports, cluster start, run, shutdown).
 * The bare forward reference reads the run's own stamps back from ``cutouts.zarr``,
-  normalises them (not timed) and times only ``pipeline.inference.forward_logits`` at
+  normalises them (not timed) and times only ``lensnet.predict.forward_logits`` at
   the same batch size and torch thread count as the run.
 * Memory: every ``SAMPLE_INTERVAL_S`` a background thread asks each worker for its
   ``/proc/self/status`` (VmRSS, RssAnon, RssFile) via ``client.run``; each worker's peak
@@ -38,7 +38,7 @@ import torch
 from astropy.io import fits
 
 from benchmarks.common import REPO_ROOT, CpuWatch, log
-from pipeline.inference import DEFAULT_BATCH
+from lensnet.predict import DEFAULT_BATCH
 
 COPY_SHIFT_DEG = 0.5
 #: The environment before any LocalCluster started here (nannies leak theirs into it);
@@ -82,7 +82,7 @@ def survey_inputs(survey: dict, n: int) -> np.ndarray:
     """
     from pipeline.cutouts import cut_stamps
     from pipeline.images import read_image
-    from pipeline.inference import preprocess
+    from lensnet.predict import preprocess
     from pipeline.run import prepare_run
 
     prepared = prepare_run(make_settings(survey, Path(survey["catalog"]).parent / "unused-out", 1, 1),
@@ -316,7 +316,7 @@ class BareForward:
 
     ``setups`` maps a label to ``{"threads", "batch"}``. Each call of
     :meth:`one_round` times one pass of every setup through
-    ``pipeline.inference.forward_logits``; :meth:`result` reports the best pass of each,
+    ``lensnet.predict.forward_logits``; :meth:`result` reports the best pass of each,
     so the bare passes can be interleaved with the end-to-end runs they are compared to.
     """
 
@@ -324,7 +324,7 @@ class BareForward:
                  device: str = "cpu"):
         from lensnet.checkpoint import load_model
         from pipeline import store
-        from pipeline.inference import preprocess
+        from lensnet.predict import preprocess
 
         scored = np.sort(pd.read_parquet(candidates, columns=["cutout_index"])["cutout_index"].to_numpy())
         stamps = store.read_stamps(store_path, 0, int(scored.max()) + 1)[scored][:max_images]
@@ -344,7 +344,7 @@ class BareForward:
             self._pass(label)
 
     def _pass(self, label: str) -> float:
-        from pipeline.inference import forward_logits
+        from lensnet.predict import forward_logits
 
         setup = self.setups[label]
         torch.set_num_threads(setup["threads"])
@@ -409,7 +409,8 @@ def _cluster(workers: int, tune_malloc: bool = True):
 
 def worker_forward(batch: int, images: int = 512, repeats: int = 2) -> dict:
     """Forward-only images/s inside a worker, with the registered plugin's model (runs as a task)."""
-    from pipeline.inference import forward_images_per_second, worker_model
+    from lensnet.predict import forward_images_per_second
+    from pipeline.inference import worker_model
 
     plugin = worker_model()
     loaded = plugin.loaded[0] if isinstance(plugin.loaded, list) else plugin.loaded

@@ -194,7 +194,7 @@ def verdicts(results: dict) -> dict:
     out = {}
     default = results.get("default_model", {})
     if "trials" in default:
-        from pipeline.inference import DEFAULT_BATCH
+        from lensnet.predict import DEFAULT_BATCH
 
         # The pipeline's CPU settings: inference_mode, channels_last, DEFAULT_BATCH["cpu"]
         # (the batch stage runs on the layout stage's choice; fall back to the starting point).
@@ -257,7 +257,7 @@ def _peak_mib(run: dict):
 
 
 def tables(results: dict) -> str:
-    from pipeline.inference import DEFAULT_BATCH
+    from lensnet.predict import DEFAULT_BATCH
 
     parts = []
     machine = results["machine"]

@@ -37,7 +37,8 @@ from catalogs.io import atomic_write_parquet
 from lensnet.checkpoint import load_model
 from lensnet.data import simulated_stamp_set
 from pipeline import store
-from pipeline.inference import ModelPlugin, forward_logits, preprocess, score_stamps
+from lensnet.predict import preprocess, score_stamps
+from pipeline.inference import ModelPlugin
 from pipeline.tasks import score_shard
 
 
@@ -64,7 +65,7 @@ def time_forward(loaded, inputs: torch.Tensor, batch_size: int, precision: str, 
     device = inputs.device
     numpy_inputs = inputs  # forward_logits copies to the device; keep a device-resident variant here
     with torch.inference_mode():
-        from pipeline.inference import autocast_for
+        from lensnet.predict import autocast_for
 
         def one_pass():
             for start in range(0, len(numpy_inputs), batch_size):

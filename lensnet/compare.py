@@ -45,6 +45,7 @@ from lensnet.crosssim import completeness_at_fpr, headline
 from lensnet.data import SIMULATION_CACHE_ENV, cache_name, describe_spec, materialise, stamp_set_from_spec
 from lensnet.evaluate import score_stamps
 from lensnet.models import list_models
+from lensnet.predict import forward_images_per_second
 from lensnet.train import TrainConfig, _jsonable, train
 
 __all__ = ["COMPARISON_FILE", "compare", "completeness_at_fpr", "materialise", "render_table"]
@@ -57,8 +58,6 @@ N_BOOTSTRAP = 300
 def cpu_images_per_second(loaded: LoadedModel, threads: int | None = None, batch: int = 32,
                           images: int = 256) -> float:
     """Forward images/s of a CPU model, run as the survey pipeline runs it (channels_last)."""
-    from pipeline.inference import forward_images_per_second
-
     if threads:
         torch.set_num_threads(threads)
     loaded.module.to(memory_format=torch.channels_last)

@@ -43,6 +43,7 @@ from lensnet import crosssim, metrics, sanity
 from lensnet.checkpoint import LoadedModel, ModelConfig, load_model
 from lensnet.data import StampSet, describe_spec, stamp_set_from_spec
 from lensnet.plots import format_summary, write_plots
+from lensnet.predict import forward_logits
 from lensnet.preprocess import normalise
 
 __all__ = [
@@ -113,8 +114,6 @@ def score_stamps(loaded: LoadedModel, stamps: np.ndarray, device: torch.device, 
     With ``tta`` each stamp is scored in its 8 dihedral orientations and the logit of the
     mean probability is returned, as ``run_survey.py --tta`` does.
     """
-    if tta:  # the survey pipeline's own TTA (it imports Dask, so only when asked for)
-        from pipeline.inference import forward_logits
     config = loaded.config
     parts = []
     for start in range(0, len(stamps), chunk_size):

@@ -28,7 +28,8 @@ from astropy.wcs import WCS
 
 from pipeline.cutouts import cut_stamps, resample_stamps, stamp_flags
 from pipeline.images import InputError, read_header, read_image
-from pipeline.inference import DEFAULT_PREFETCH, ScoredShard, ShardStamps, mean_probability_logit, worker_model
+from lensnet.predict import mean_probability_logit
+from pipeline.inference import DEFAULT_PREFETCH, ScoredShard, ShardStamps, worker_model
 from pipeline.merge import MODEL_LOGIT_PREFIX
 
 logger = logging.getLogger(__name__)

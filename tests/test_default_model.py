@@ -14,7 +14,7 @@ from lensnet.card import render_card
 from lensnet.metrics import auroc
 from lensnet.preprocess import NORMALISATIONS
 from lensnet.simulate import simulate_stamps
-from pipeline.inference import score_stamps
+from lensnet.predict import score_stamps
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -235,7 +235,7 @@ def test_tta_evaluation_scores_the_mean_over_the_eight_orientations(checkpoint, 
     from lensnet.checkpoint import load_model
     from lensnet.data import load_stamp_set
     from lensnet.evaluate import evaluate, score_stamps
-    from pipeline.inference import mean_probability_logit
+    from lensnet.predict import mean_probability_logit
 
     loaded = load_model(checkpoint)
     stamps = load_stamp_set(toy_data).stamps[:24]

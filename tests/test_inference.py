@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lensnet.checkpoint import load_model
-from pipeline.inference import dihedral_views, forward_logits, mean_probability_logit
+from lensnet.predict import dihedral_views, forward_logits, mean_probability_logit
 
 
 def test_mean_probability_logit_is_exact_and_stable():

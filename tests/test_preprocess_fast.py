@@ -96,7 +96,7 @@ def test_normalise_reports_bad_pixels_like_the_reference_and_rejects_bad_argumen
 def test_the_default_model_scores_the_same_through_either_path():
     from lensnet.checkpoint import load_model
     from lensnet.data import simulated_stamp_set
-    from pipeline.inference import forward_logits
+    from lensnet.predict import forward_logits
 
     loaded = load_model("default")
     stamps = simulated_stamp_set(profile="ground-gri", n=48, seed=11).stamps.astype(np.float32)

@@ -15,7 +15,7 @@ from catalogs.io import read_provenance
 from lensnet.checkpoint import load_model
 from pipeline import store
 from pipeline.config import Settings, SettingsError
-from pipeline.inference import score_stamps
+from lensnet.predict import score_stamps
 from pipeline.resume import ResumeError
 from pipeline.run import run_with_client
 

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from lensnet.checkpoint import load_model
-from pipeline.inference import (TIMING_STAGES, ShardStamps, forward_logits_fitting, score_stamps, stream_scores)
+from lensnet.predict import forward_logits_fitting, score_stamps
+from pipeline.inference import TIMING_STAGES, ShardStamps, stream_scores
 
 # Shard sizes with an empty shard and one larger than a block, as real shards can be.
 SHARD_SIZES = [16, 5, 0, 23, 16, 1, 16]
