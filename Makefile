@@ -43,7 +43,8 @@ env-cpu:  ## the same with PyTorch's CPU-only wheels: for a laptop without an NV
 
 env-test: $(VENV)/.installed-test  ## .venv plus the test tools
 
-test: $(VENV)/.installed-test  ## run the whole test suite
+test: $(VENV)/.installed-test  ## check the import contracts (.importlinter), then run the whole test suite
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(VENV)/.installed-test  ## the test suite without the slow tests
