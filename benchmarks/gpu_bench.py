@@ -241,6 +241,7 @@ def whole_run(settings, client) -> dict[str, Any]:
     """``prepare_run`` + ``execute`` on an already started cluster, with the task stream and GPU utilisation."""
     from distributed import get_task_stream
 
+    from catalogs.layout import RunLayout
     from pipeline.resume import locked_output
     from pipeline.run import execute, prepare_run
     from pipeline.tasks import read_timings
@@ -252,7 +253,7 @@ def whole_run(settings, client) -> dict[str, Any]:
         started = time.perf_counter()
         result = execute(prepared, client, log=lambda _: None)
         execute_s = time.perf_counter() - started
-    parts = sorted((result.out / "_progress" / "score").glob("shard-*.parquet"))
+    parts = RunLayout(result.out).parts("score")
     return {"shard_size": settings.shard_size, "objects": result.summary["scored"], "shards": result.summary["shards"],
             "prepare_s": round(prepare_s, 3), "execute_s": round(execute_s, 3),
             "objects_per_s": round(result.summary["scored"] / execute_s, 1), "gpu_utilisation": gpu.summary(),
@@ -263,29 +264,30 @@ def score_stage(run_out: Path, scratch: Path, client, batch_size: int | None, pr
     """The score tasks alone on a finished run's store and cut parts, placed as a run places them."""
     from distributed import get_task_stream
 
+    from catalogs.layout import STAMPS, RunLayout
     from pipeline.cluster import placement
-    from pipeline.resume import PROGRESS_DIR
     from pipeline.run import score_tasks
     from pipeline.tasks import read_timings
 
     out = scratch / f"score-{'prefetch' if prefetch else 'serial'}-{run_out.name}"
     shutil.rmtree(out, ignore_errors=True)
-    (out / PROGRESS_DIR / "score").mkdir(parents=True)
+    scored = RunLayout(out)
+    scored.stage_dir("score").mkdir(parents=True)
     import zarr
 
-    store = run_out / "cutouts.zarr"
-    cut_parts = sorted((run_out / PROGRESS_DIR / "cut").glob("shard-*.parquet"))
-    stamps = zarr.open_group(str(store), mode="r")["stamps"]
+    store = RunLayout(run_out).store
+    cut_parts = RunLayout(run_out).parts("cut")
+    stamps = zarr.open_group(str(store), mode="r")[STAMPS]
     total, chunk = stamps.shape[0], stamps.chunks[0]  # one Zarr chunk per shard
     pending = [(index, index * chunk, min(total, (index + 1) * chunk), str(part)) for index, part in enumerate(cut_parts)]
     # As a run builds them (a CPU cluster: one task per shard, the same in both modes).
-    tasks = score_tasks(str(store), pending, lambda shard: out / PROGRESS_DIR / "score" / f"shard-{shard:06d}.parquet",
+    tasks = score_tasks(str(store), pending, lambda shard: scored.part("score", shard),
                         placement(client), batch_size, prefetch=prefetch)
     with get_task_stream(client) as stream, GpuSampler() as gpu:
         started = time.perf_counter()
         client.gather(client.compute(tasks))
         seconds = time.perf_counter() - started
-    records = read_timings(sorted((out / PROGRESS_DIR / "score").glob("shard-*.parquet")))
+    records = read_timings(scored.parts("score"))
     objects = sum(record["objects"] for record in records)
     shutil.rmtree(out, ignore_errors=True)
     return {"mode": "prefetch" if prefetch else "serial", "objects": objects, "seconds": round(seconds, 3),

@@ -38,6 +38,7 @@ import torch
 from astropy.io import fits
 
 from benchmarks.common import REPO_ROOT, CpuWatch, log
+from catalogs.layout import RunLayout
 from lensnet.predict import DEFAULT_BATCH
 
 COPY_SHIFT_DEG = 0.5
@@ -384,7 +385,7 @@ def cli_run(survey: dict, out: Path, extra: list[str] | None = None) -> dict:
     wall = time.perf_counter() - started
     if completed.returncode != 0:
         return {"error": completed.stderr[-2000:], "command": command}
-    summary = json.loads((out / "summary.json").read_text())
+    summary = RunLayout(out).read_summary()
     return {"command": " ".join(command), "wall_s": wall, "execute_s_from_summary": summary["seconds"],
             "scored": summary["scored"], "objects_per_s_wall": summary["scored"] / wall,
             **watch.stop()}
@@ -486,7 +487,7 @@ def measure(scratch: Path, objects: int, quick: bool, total_threads: int) -> dic
                 done = next((c["runs_1x"][0]["out"] for c in result["configs"].values() if c["runs_1x"]), None)
                 if done is None:
                     break
-                bare = BareForward(Path(done) / "cutouts.zarr", Path(done) / "candidates.parquet", setups,
+                bare = BareForward(RunLayout(done).store, RunLayout(done).candidates, setups,
                                    max_images=256 if quick else 768)
                 torch.set_num_threads(total_threads)
             bare.one_round()
@@ -542,7 +543,7 @@ def measure_cuda(scratch: Path, survey: dict) -> dict:
                           batch_size=1024) for i in range(2)]
     out["runs"] = runs
     last = Path(runs[-1]["out"])
-    bare = BareForward(last / "cutouts.zarr", last / "candidates.parquet",
+    bare = BareForward(RunLayout(last).store, RunLayout(last).candidates,
                        {"cuda, batch 1024": {"threads": 1, "batch": 1024}},
                        max_images=4096, device="cuda")
     for _ in range(3):

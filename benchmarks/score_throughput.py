@@ -34,6 +34,7 @@ import pandas as pd
 import torch
 
 from catalogs.io import atomic_write_parquet
+from catalogs.layout import STORE_DIR
 from lensnet.checkpoint import load_model
 from lensnet.data import simulated_stamp_set
 from pipeline import store
@@ -47,10 +48,10 @@ def make_store(directory: Path, objects: int, shard_size: int, processes: int | 
     frame = pd.DataFrame({"object_id": np.arange(objects), "ra": np.zeros(objects), "dec": np.zeros(objects),
                           "tile": ["simulated"] * objects, "x_px": np.zeros(objects), "y_px": np.zeros(objects)})
     size = data.stamps.shape[-1]
-    store.create_store(directory / "cutouts.zarr", frame, bands, size, shard_size)
+    store.create_store(directory / STORE_DIR, frame, bands, size, shard_size)
     for start in range(0, objects, shard_size):
         chunk = data.stamps[start:start + shard_size]
-        store.write_shard(directory / "cutouts.zarr", start, chunk, np.zeros(len(chunk), np.int32))
+        store.write_shard(directory / STORE_DIR, start, chunk, np.zeros(len(chunk), np.int32))
         status = pd.DataFrame({"cutout_index": np.arange(start, start + len(chunk)), "flags": 0,
                                "reason": pd.Series([None] * len(chunk), dtype=object),
                                "detail": pd.Series([None] * len(chunk), dtype=object)})
@@ -121,7 +122,7 @@ def end_to_end(directory: Path, model: str, cluster_kind: str, workers: int, thr
         shards = [(start, min(start + shard_size, objects)) for start in range(0, objects, shard_size)]
 
         def submit_all(stage: str):
-            return [client.submit(score_shard, str(directory / "cutouts.zarr"),
+            return [client.submit(score_shard, str(directory / STORE_DIR),
                                   str(directory / "cut" / f"shard-{i:06d}.parquet"),
                                   str(directory / stage / f"shard-{i:06d}.parquet"), start, stop, batch_size,
                                   key=f"score-{stage}-{i:06d}", pure=False)

@@ -49,6 +49,7 @@ def normalisation(stamps: np.ndarray, repeats: int) -> dict:
 
 
 def codecs(stamps: np.ndarray, repeats: int) -> dict:
+    from catalogs.layout import STAMPS
     from pipeline import store
 
     n = len(stamps)
@@ -69,7 +70,7 @@ def codecs(stamps: np.ndarray, repeats: int) -> dict:
                 entry = out.setdefault(codec, {"write_s": [], "read_s": []})
                 entry["write_s"].append(written - started)
                 entry["read_s"].append(read - written)
-                entry["stamp_bytes_on_disk"] = sum(f.stat().st_size for f in (path / "stamps").rglob("*")
+                entry["stamp_bytes_on_disk"] = sum(f.stat().st_size for f in (path / STAMPS).rglob("*")
                                                    if f.is_file() and f.name != "zarr.json")
     for entry in out.values():
         entry["write_mb_per_s"] = stamps.nbytes / min(entry["write_s"]) / 1e6

@@ -106,12 +106,13 @@ def export_subjects(
     """
     from catalogs.inspect import images
     from catalogs.inspect.data import open_run, read_stamps
+    from catalogs.layout import RunLayout
 
     run = open_run(run_dir, 1)
     catalogue = run.catalogue
     if candidates_only:
         if "is_candidate" not in catalogue:
-            raise ExportError(f"{run.run_dir}/candidates.parquet has no is_candidate column")
+            raise ExportError(f"{RunLayout(run.run_dir).candidates} has no is_candidate column")
         catalogue = catalogue[catalogue["is_candidate"].fillna(False).astype(bool)]
     if clean_only and "flags" in catalogue:
         catalogue = catalogue[catalogue["flags"] == 0]

@@ -8,18 +8,18 @@ from pathlib import Path
 
 import pandas as pd
 
+from catalogs.layout import RunLayout
 from lensnet.checkpoint import load_config
 from lensnet.metrics import auroc
 from pipeline.config import Settings, SettingsError
 from pipeline.mock import make_mock_survey
 
-MOCK_DIR = "mock_survey"
 READY_MARKER = ".complete"
 
 
 def prepare_demo(settings: Settings, log=print) -> tuple[Settings, Path]:
     """Generate (once) the mock survey inside ``out`` and point the settings at it."""
-    root = Path(settings.out) / MOCK_DIR
+    root = RunLayout(settings.out).mock_survey
     config = load_config(settings.model.split(",")[0])
     wanted = json.dumps({"objects": settings.demo_objects, "seed": settings.seed, "engine": settings.demo_engine,
                          "lens_fraction": settings.demo_lens_fraction}, sort_keys=True)

@@ -31,6 +31,7 @@ from catalogs.hats import DEFAULT_MAX_ROWS as DEFAULT_HATS_PARTITION_ROWS
 from catalogs.hats import write_hats
 from catalogs.healpix import healpix_29
 from catalogs.io import Params, atomic_write_parquet
+from catalogs.layout import HATS_DIR, RunLayout  # noqa: F401 (HATS_DIR: importable from here as before)
 from catalogs.schema import (CORE_NAMES, DEFAULT_TARGET_PREVALENCE, HEALPIX_COLUMN, candidate_schema, failure_schema,
                              model_score_column)
 from lensnet.metrics import prior_shift
@@ -43,7 +44,6 @@ MODEL_LOGIT_PREFIX = "logit:"
 #: Training prevalence assumed when neither the caller nor the provenance gives one: the
 #: model config's own default (balanced training sets).
 FALLBACK_TRAIN_PREVALENCE = 0.5
-HATS_DIR = "candidates_hats"
 
 
 def _read_parts(paths: list[str]) -> pd.DataFrame:
@@ -151,8 +151,9 @@ def merge_outputs(
                               model_names=list(model_names) if member_columns else ())
     table = pa.Table.from_pandas(candidates, schema=schema, preserve_index=False)
     description = "lensfinder candidate catalogue: every scored object, most lens-like first"
-    atomic_write_parquet(table, out_dir / "candidates.parquet", provenance, params=params, description=description)
-    hats_dir = out_dir / HATS_DIR
+    layout = RunLayout(out_dir)
+    atomic_write_parquet(table, layout.candidates, provenance, params=params, description=description)
+    hats_dir = layout.hats
     if len(candidates) > hats_min_rows:
         partitions = write_hats(table, hats_dir, max_rows=hats_partition_rows, catalog_name="candidates",
                                 provenance=provenance, params=params, description=description)
@@ -167,7 +168,7 @@ def merge_outputs(
     failures = pd.concat([plan.failures[["row", "object_id", "ra", "dec", "reason", "detail"]], failed_objects])
     failures = failures.sort_values("row").drop(columns="row").reset_index(drop=True)
     atomic_write_parquet(pa.Table.from_pandas(failures, schema=failure_schema(id_type), preserve_index=False),
-                         out_dir / "failures.parquet", provenance,
+                         layout.failures, provenance,
                          description="lensfinder failures: every catalogue object that was not scored, and why")
     unreadable = cut_failed.index[cut_failed["reason"] == "unreadable_tile"]
     unreadable_tiles = set(plan.objects.loc[unreadable, "tile"].astype(str)) | {

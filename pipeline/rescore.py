@@ -24,8 +24,8 @@ import pandas as pd
 import yaml
 from distributed import Client, performance_report
 
+from catalogs.layout import COORDINATES, STAMPS, RunLayout
 from lensnet.checkpoint import WEIGHTS_FILE, load_model, sha256_of
-from pipeline import store
 from pipeline.catalog_input import read_catalog
 from pipeline.cluster import make_client, placement
 from pipeline.config import Settings, SettingsError, resolve
@@ -33,7 +33,7 @@ from pipeline.images import InputError
 from pipeline.inference import ModelPlugin
 from pipeline.merge import merge_outputs
 from pipeline.plan import Plan
-from pipeline.resume import STATE_FILE, RunDirectory, fingerprint, locked_output
+from pipeline.resume import RunDirectory, fingerprint, locked_output
 from pipeline.run import RunResult, _provenance, _show_progress, ensemble_calibration, load_ensemble, score_tasks
 
 #: A file the adaptation writes beside an adapted checkpoint; recorded in the provenance.
@@ -64,9 +64,9 @@ def default_out(run: Path, model: str) -> Path:
 def rescore_settings(flags: dict[str, Any], config_file: str | None = None) -> Settings:
     """The run's settings with this command line's model, compute and output settings on top."""
     run = Path(flags["rescore"])
-    recorded = run / "run.yaml"
+    recorded = RunLayout(run).settings
     if not recorded.is_file():
-        raise SettingsError(f"--rescore {run}: no run.yaml there; give the --out of a finished run_survey.py run")
+        raise SettingsError(f"--rescore {run}: no {recorded.name} there; give the --out of a finished run_survey.py run")
     values = yaml.safe_load(recorded.read_text()) or {}
     # the run's inputs and compute layout carry over; what this command says wins; the
     # run's own output, force and demo settings do not carry over
@@ -83,11 +83,11 @@ def rescore_settings(flags: dict[str, Any], config_file: str | None = None) -> S
 def prepare_rescore(settings: Settings, log: Callable[[str], None] = print) -> PreparedRescore:
     """Check the run and the model; rebuild the run's plan from its store, parts and catalogue."""
     run = RunDirectory(settings.rescore)
-    for needed in (run.store, run.root / "candidates.parquet", run.root / "failures.parquet"):
+    for needed in (run.store, run.candidates, run.failures):
         if not needed.exists():
             raise InputError(f"--rescore {run.root}: {needed.name} is missing; the run did not finish. Run "
                              "run_survey.py on it again to complete it first")
-    run_settings = Settings(**{key: value for key, value in (yaml.safe_load((run.root / "run.yaml").read_text())
+    run_settings = Settings(**{key: value for key, value in (yaml.safe_load(run.settings.read_text())
                                                               or {}).items() if key in Settings.keys()})
     if Path(settings.out).resolve() == run.root.resolve():
         raise SettingsError(f"--out {settings.out} is the run being rescored; give another directory (default: "
@@ -95,10 +95,10 @@ def prepare_rescore(settings: Settings, log: Callable[[str], None] = print) -> P
     ensemble = load_ensemble(settings.model)
     for _, path, _ in ensemble:
         load_model(path, device="cpu")  # a broken checkpoint fails here, before any worker starts
-    dataset = store.open_store(run.store)
+    dataset = run.open_store()
     attrs = dataset.attrs
     _, checkpoint, config = ensemble[0]
-    stored = (list(attrs.get("bands", [])), int(attrs.get("stamp_size_px", dataset["stamps"].shape[-1])),
+    stored = (list(attrs.get("bands", [])), int(attrs.get("stamp_size_px", dataset[STAMPS].shape[-1])),
               float(attrs.get("pixel_scale_arcsec", config.pixel_scale_arcsec)))
     wanted = (list(config.bands), config.stamp_size_px, config.pixel_scale_arcsec)
     if stored[0] != wanted[0] or stored[1] != wanted[1] or abs(stored[2] / wanted[2] - 1) > 0.01:
@@ -107,7 +107,7 @@ def prepare_rescore(settings: Settings, log: Callable[[str], None] = print) -> P
                             f"{stored[2]}\"/px: rescore it with a model made for this survey")
     catalog = read_catalog(run_settings.catalog, log)
     row_of = pd.Series(np.arange(len(catalog)), index=catalog["id"].to_numpy())
-    coords = {name: dataset[name].to_numpy() for name in store.COORDINATES}
+    coords = {name: dataset[name].to_numpy() for name in COORDINATES}
     objects = pd.DataFrame(coords)
     objects.index.name = "cutout_index"
     objects["row"] = row_of.reindex(objects["object_id"].to_numpy()).to_numpy()
@@ -121,11 +121,11 @@ def prepare_rescore(settings: Settings, log: Callable[[str], None] = print) -> P
     if missing:
         raise InputError(f"--rescore {run.root}: the cut stage of {len(missing)} shard(s) did not finish (first: "
                          f"{run.part('cut', missing[0])}); run run_survey.py on it again to complete it")
-    failures = pd.read_parquet(run.root / "failures.parquet")
+    failures = pd.read_parquet(run.failures)
     stored_ids = set(objects["object_id"].tolist())
     before_cut = failures[~failures["object_id"].isin(stored_ids)].copy()
     before_cut["row"] = row_of.reindex(before_cut["object_id"].to_numpy()).to_numpy().astype(np.int64)
-    provenance = _read_provenance(run.root / "candidates.parquet")
+    provenance = _read_provenance(run.candidates)
     unreadable = list((provenance.get("inputs") or {}).get("unreadable_tiles", []))
     tiles = {name: types.SimpleNamespace(error="unreadable in the original run") for name in unreadable}
     plan = Plan(objects=objects, failures=before_cut[["row", "object_id", "ra", "dec", "reason", "detail"]],
@@ -155,12 +155,12 @@ def execute_rescore(prepared: PreparedRescore, client: Client, log: Callable[[st
     started = time.perf_counter()
     settings, run, plan = prepared.settings, prepared.run, prepared.plan
     out = RunDirectory(settings.out)
-    state = json.loads((run.root / STATE_FILE).read_text()) if (run.root / STATE_FILE).is_file() else {}
+    state = json.loads(run.state.read_text()) if run.state.is_file() else {}
     inputs = {"run": str(run.root.resolve()), "run_fingerprint": state.get("fingerprint"),
               "model_weights_sha256": [sha256_of(path / WEIGHTS_FILE) for _, path, _ in prepared.ensemble],
               "model_config": [config.to_json() for _, _, config in prepared.ensemble], "tta": settings.tta}
     resuming = out.prepare(fingerprint(inputs), inputs, settings.force)
-    settings.save(out.root / "run.yaml")
+    settings.save(out.settings)
     client.register_plugin(ModelPlugin([str(path.resolve()) for _, path, _ in prepared.ensemble], settings.device,
                                        settings.resolved_threads(), tta=settings.tta))
     pending, done = [], 0
@@ -177,7 +177,7 @@ def execute_rescore(prepared: PreparedRescore, client: Client, log: Callable[[st
     if resuming and done:
         log(f"resuming: {done} of {len(plan.shards)} shards were already scored")
     log(f"Dask dashboard: {client.dashboard_link}")
-    report = out.root / "dask-report.html"
+    report = out.report
     with performance_report(filename=str(report)):
         futures = client.compute(tasks)
         if settings.progress and futures:
@@ -215,6 +215,5 @@ def execute_rescore(prepared: PreparedRescore, client: Client, log: Callable[[st
     summary["shards"] = len(plan.shards)
     summary["shards_resumed"] = done
     summary["rescored_from"] = str(run.root)
-    (out.root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return RunResult(out.root, out.root / "candidates.parquet", out.root / "failures.parquet", run.store, report,
-                     summary)
+    out.summary.write_text(json.dumps(summary, indent=2) + "\n")
+    return RunResult(out.root, out.candidates, out.failures, run.store, report, summary)

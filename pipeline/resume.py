@@ -22,12 +22,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-PROGRESS_DIR = "_progress"
-STATE_FILE = "run-state.json"
-#: The lock file a run holds (fcntl.flock) in its output directory while it runs.
-LOCK_FILE = ".lock"
-#: Entries of an output directory that belong to no run (the demo's generated inputs, the lock).
-NOT_OUTPUTS = frozenset({"mock_survey", LOCK_FILE})
+from catalogs.layout import LOCK_FILE, NOT_OUTPUTS, PROGRESS_DIR, RUN_DIRECTORIES, RUN_FILES, STATE_FILE, RunLayout
+
+__all__ = ["LOCK_FILE", "NOT_OUTPUTS", "PROGRESS_DIR", "STATE_FILE", "OutputLocked", "ResumeError", "RunDirectory",
+           "file_identity", "fingerprint", "locked_output", "make_output_directory"]
 
 
 class ResumeError(RuntimeError):
@@ -86,7 +84,7 @@ def locked_output(root: str | Path, log: Callable[[str], None] | None = None) ->
             with _HELD_GUARD:
                 _HELD[key][1] -= 1
         return
-    path = root / LOCK_FILE
+    path = RunLayout(root).lock
     try:
         handle = open(path, "a+")
     except OSError as error:
@@ -140,22 +138,8 @@ def file_identity(path: str | Path) -> dict[str, Any]:
     return {"path": str(Path(path).resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-class RunDirectory:
-    """The output directory of one run and the done-markers inside it."""
-
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
-
-    @property
-    def store(self) -> Path:
-        return self.root / "cutouts.zarr"
-
-    def part(self, stage: str, shard: int) -> Path:
-        """The part file that marks ``shard`` done for ``stage`` (``cut`` or ``score``)."""
-        return self.root / PROGRESS_DIR / stage / f"shard-{shard:06d}.parquet"
-
-    def done(self, stage: str, shard: int) -> bool:
-        return self.part(stage, shard).is_file()
+class RunDirectory(RunLayout):
+    """The output directory of one run (its paths: :class:`catalogs.layout.RunLayout`), claimed and cleared here."""
 
     def prepare(self, run_fingerprint: str, description: dict[str, Any], force: bool = False) -> bool:
         """Claim the directory for this run; return True when resuming an earlier attempt.
@@ -163,7 +147,7 @@ class RunDirectory:
         Raises ResumeError if the directory holds a run with another fingerprint, unless
         ``force``, which deletes that run's outputs first.
         """
-        state_path = self.root / STATE_FILE
+        state_path = self.state
         if state_path.is_file():
             previous = json.loads(state_path.read_text())
             if previous.get("fingerprint") == run_fingerprint:
@@ -188,7 +172,7 @@ class RunDirectory:
 
     def clear(self) -> None:
         """Delete every output of an earlier run in this directory (not the mock survey of a demo)."""
-        for name in (PROGRESS_DIR, "cutouts.zarr"):
+        for name in RUN_DIRECTORIES:
             shutil.rmtree(self.root / name, ignore_errors=True)
-        for name in (STATE_FILE, "candidates.parquet", "failures.parquet", "summary.json", "run.yaml", "dask-report.html"):
+        for name in RUN_FILES:
             (self.root / name).unlink(missing_ok=True)

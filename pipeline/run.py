@@ -155,7 +155,7 @@ def execute(prepared: PreparedRun, client: Client, log: Callable[[str], None] = 
         "tta": settings.tta,
     }
     resuming = run_dir.prepare(fingerprint(inputs), inputs, settings.force)
-    settings.save(run_dir.root / "run.yaml")
+    settings.save(run_dir.settings)
     if not (resuming and (run_dir.store / "zarr.json").is_file()):
         store.create_store(run_dir.store, plan.objects, bands, size_px, settings.shard_size,
                            attrs={"bands": bands, "stamp_size_px": size_px,
@@ -173,7 +173,7 @@ def execute(prepared: PreparedRun, client: Client, log: Callable[[str], None] = 
     if done:
         log(f"resuming: {done} of {len(plan.shards)} shards were already scored")
     log(f"Dask dashboard: {client.dashboard_link}")
-    report = run_dir.root / "dask-report.html"
+    report = run_dir.report
     with performance_report(filename=str(report)):
         futures = client.compute(tasks)
         if settings.progress and futures:
@@ -200,9 +200,8 @@ def execute(prepared: PreparedRun, client: Client, log: Callable[[str], None] = 
     summary["seconds"] = round(time.perf_counter() - started, 2)
     summary["shards"] = len(plan.shards)
     summary["shards_resumed"] = done
-    (run_dir.root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return RunResult(run_dir.root, run_dir.root / "candidates.parquet", run_dir.root / "failures.parquet",
-                     run_dir.store, report, summary)
+    run_dir.summary.write_text(json.dumps(summary, indent=2) + "\n")
+    return RunResult(run_dir.root, run_dir.candidates, run_dir.failures, run_dir.store, report, summary)
 
 
 def _show_progress(futures: list, log: Callable[[str], None]) -> None:

@@ -1,6 +1,6 @@
-"""The Zarr cutout store: the checkpoint between cutting and scoring.
+"""The Zarr cutout store: the checkpoint between cutting and scoring (write side).
 
-Layout (an xarray Dataset in Zarr v3)::
+Layout (an xarray Dataset in Zarr v3; :mod:`catalogs.layout` names the variables)::
 
     stamps   (object, band, y, x) float32   raw pixel values, NaN where there was no data
     flags    (object,)            int32     catalogs.flags bitmask from the cut stage
@@ -31,9 +31,11 @@ import xarray as xr
 import zarr
 from zarr.codecs import ZstdCodec
 
-STAMPS = "stamps"
-FLAGS = "flags"
-COORDINATES = ("object_id", "ra", "dec", "tile", "x_px", "y_px")
+from catalogs.layout import BAND, COORDINATES, FLAGS, OBJECT_DIM, STAMPS
+# The read side belongs to catalogs.layout (readers of a finished run use it without the
+# pipeline); the pipeline's tasks read through the same functions.
+from catalogs.layout import open_store, read_stamps  # noqa: F401
+
 #: Stamp codecs by name (Zarr v3 ``compressors``).
 STAMP_CODECS = {"none": None, "zstd": (ZstdCodec(level=1),)}
 
@@ -57,14 +59,14 @@ def create_store(
         raise ValueError(f"compression must be one of {', '.join(STAMP_CODECS)}, not {compression!r}")
     n = len(objects)
     chunks_stamps = (shard_size, len(bands), size_px, size_px)
-    coords: dict[str, Any] = {name: ("object", _zarr_friendly(objects[name].to_numpy())) for name in COORDINATES}
-    coords["band"] = ("band", np.asarray(bands, dtype=object))
+    coords: dict[str, Any] = {name: (OBJECT_DIM, _zarr_friendly(objects[name].to_numpy())) for name in COORDINATES}
+    coords[BAND] = (BAND, np.asarray(bands, dtype=object))
     template = xr.Dataset(
         {
             # Lazy placeholders: to_zarr(compute=False) writes only their metadata.
-            STAMPS: (("object", "band", "y", "x"), da.full((n, len(bands), size_px, size_px), np.nan,
+            STAMPS: ((OBJECT_DIM, BAND, "y", "x"), da.full((n, len(bands), size_px, size_px), np.nan,
                                                            dtype=np.float32, chunks=chunks_stamps)),
-            FLAGS: (("object",), da.zeros(n, dtype=np.int32, chunks=shard_size)),
+            FLAGS: ((OBJECT_DIM,), da.zeros(n, dtype=np.int32, chunks=shard_size)),
         },
         coords=coords,
         attrs=dict(attrs or {}),
@@ -106,24 +108,3 @@ def write_shard(path: str | Path, start: int, stamps: np.ndarray, flags: np.ndar
     stop = start + len(stamps)
     group[STAMPS][start:stop] = stamps
     group[FLAGS][start:stop] = flags
-
-
-def read_stamps(path: str | Path, start: int, stop: int) -> np.ndarray:
-    """The stamps of objects ``start:stop`` as a float32 array (n, band, y, x)."""
-    return zarr.open_group(str(path), mode="r")[STAMPS][start:stop]
-
-
-def open_store(path: str | Path) -> xr.Dataset:
-    """The cutout store as a lazy xarray Dataset (stores from older versions, without
-    consolidated metadata, open as well)."""
-    consolidated = bool(_root_metadata(path).get("consolidated_metadata"))
-    return xr.open_zarr(path, consolidated=consolidated)
-
-
-def _root_metadata(path: str | Path) -> dict[str, Any]:
-    import json
-
-    try:
-        return json.loads((Path(path) / "zarr.json").read_text())
-    except (OSError, ValueError):
-        return {}

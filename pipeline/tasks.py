@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from catalogs.io import atomic_write_parquet
+from catalogs.layout import timings_path
 from distributed import get_worker
 from pipeline import store
 from astropy.wcs import WCS
@@ -34,8 +35,6 @@ from pipeline.merge import MODEL_LOGIT_PREFIX
 
 logger = logging.getLogger(__name__)
 
-#: Name ending of the per-shard timings beside each score part file.
-TIMINGS_SUFFIX = ".timings.json"
 
 # Errors a damaged or unreadable FITS file raises while being opened or read.
 FITS_ERRORS = (OSError, ValueError, TypeError, IndexError, KeyError, EOFError, InputError)
@@ -124,12 +123,6 @@ def _usable(cut_part: str) -> tuple[np.ndarray, np.ndarray]:
     status = pq.read_table(cut_part, columns=["cutout_index", "reason"])
     usable = status.column("reason").is_null().to_numpy(zero_copy_only=False)
     return usable, status.column("cutout_index").to_numpy()[usable]
-
-
-def timings_path(part_path: str | Path) -> Path:
-    """The side file beside a score part file with that shard's timings (JSON)."""
-    part = Path(part_path)
-    return part.with_name(part.name.removesuffix(".parquet") + TIMINGS_SUFFIX)
 
 
 def read_timings(part_paths: list[str | Path]) -> list[dict]:

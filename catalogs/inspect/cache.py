@@ -34,18 +34,17 @@ import pandas as pd
 from catalogs.flags import describe as describe_flags
 from catalogs.inspect import images
 from catalogs.inspect.data import (
-    CANDIDATES_FILE,
     KNOWN_LENS_COLUMN,
     InspectionRun,
     RunModel,
     load_run_model,
     read_stamps,
 )
+from catalogs.layout import RunLayout
 from lensnet.checkpoint import sha256_of
 
 log = logging.getLogger(__name__)
 
-CACHE_DIR = "inspect_cache"
 MANIFEST = "manifest.json"
 #: Bump when the images or the manifest change meaning, to invalidate old caches.
 CACHE_VERSION = 1
@@ -79,7 +78,7 @@ def cache_key(run: InspectionRun, maps: MapSettings) -> str:
     """Directory name of the cache for this run, N and settings."""
     parts = {
         "version": CACHE_VERSION,
-        "catalogue": sha256_of(run.run_dir / CANDIDATES_FILE),
+        "catalogue": sha256_of(RunLayout(run.run_dir).candidates),
         "top": len(run.top),
         "weights": run.provenance.get("model", {}).get("weights_sha256", ""),
         "maps": maps.enabled,
@@ -181,7 +180,7 @@ def build_cache(
     (see :func:`candidate_record`; image paths are relative to the cache directory).
     """
     say = progress or (lambda message: log.info("%s", message))
-    root = run.run_dir / CACHE_DIR
+    root = RunLayout(run.run_dir).inspect_cache
     target = root / cache_key(run, maps)
     if rebuild and target.exists():
         shutil.rmtree(target)

@@ -1,7 +1,8 @@
 """What inspection reads from a run directory: the ranked catalogue, stamps, the model.
 
-Only the run directory's own products are read (``candidates.parquet``,
-``cutouts.zarr``) plus the model checkpoint named in the catalogue's provenance.
+Only the run directory's own products are read (the catalogue and the cutout store, as
+:mod:`catalogs.layout` names them) plus the model checkpoint named in the catalogue's
+provenance.
 """
 
 from __future__ import annotations
@@ -15,12 +16,11 @@ import numpy as np
 import pandas as pd
 
 from catalogs.io import read_provenance
+from catalogs.layout import CANDIDATES_FILE, STORE_DIR, RunLayout, read_cutouts, store_bands
 from lensnet.checkpoint import LoadedModel, load_model
 
 log = logging.getLogger(__name__)
 
-CANDIDATES_FILE = "candidates.parquet"
-STORE_DIR = "cutouts.zarr"
 #: Optional catalogue column naming a previously known lens that the object matches.
 KNOWN_LENS_COLUMN = "known_lens_name"
 
@@ -62,10 +62,11 @@ def open_run(run_dir: str | Path, top: int = 100) -> InspectionRun:
     if top < 1:
         raise RunError(f"--top must be at least 1; got {top}")
     run_dir = Path(run_dir).resolve()
-    path = run_dir / CANDIDATES_FILE
+    layout = RunLayout(run_dir)
+    path = layout.candidates
     if not path.is_file():
         raise RunError(f"{run_dir} holds no {CANDIDATES_FILE}: is it the --out directory of a run?")
-    if not (run_dir / STORE_DIR).is_dir():
+    if not layout.store.is_dir():
         raise RunError(f"{run_dir} holds no {STORE_DIR}: the stamps are needed to show the candidates")
     catalogue = pd.read_parquet(path)
     missing = {"object_id", "score", "rank", "cutout_index"} - set(catalogue.columns)
@@ -78,29 +79,17 @@ def open_run(run_dir: str | Path, top: int = 100) -> InspectionRun:
         provenance = read_provenance(path)
     except KeyError:
         provenance = {}
-    bands = _store_bands(run_dir / STORE_DIR) or list(provenance.get("bands", []))
+    bands = store_bands(layout.store) or list(provenance.get("bands", []))
     return InspectionRun(run_dir, catalogue, catalogue.head(top).copy(), bands, provenance)
 
 
-def _store_bands(store: Path) -> list[str]:
-    import xarray as xr
-
-    with xr.open_zarr(store, consolidated=False) as dataset:
-        return [str(band) for band in dataset["band"].values]
-
-
 def read_stamps(run: InspectionRun, cutout_indices: np.ndarray | list[int]) -> np.ndarray:
-    """Raw stamps ``(n, bands, H, W)`` float32 for these rows of ``cutouts.zarr``, in the
-    order given (NaN where the tile had no data)."""
-    import xarray as xr
-
+    """Raw stamps ``(n, bands, H, W)`` float32 for these rows of the run's cutout store, in
+    the order given (NaN where the tile had no data)."""
     indices = np.asarray(cutout_indices, dtype=np.int64)
     if len(indices) == 0:
         return np.empty((0, len(run.bands), 0, 0), dtype=np.float32)
-    unique, inverse = np.unique(indices, return_inverse=True)
-    with xr.open_zarr(run.run_dir / STORE_DIR, consolidated=False) as dataset:
-        stamps = dataset["stamps"].isel(object=unique).values.astype(np.float32)
-    return stamps[inverse]
+    return read_cutouts(RunLayout(run.run_dir).store, indices)
 
 
 @dataclass

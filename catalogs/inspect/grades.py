@@ -31,14 +31,13 @@ import pandas as pd
 import pyarrow as pa
 
 from catalogs.io import atomic_write_parquet
+from catalogs.layout import CANDIDATES_FILE, RunLayout
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not POSIX: only the in-process lock applies
     fcntl = None  # type: ignore[assignment]
 
-INSPECTIONS_FILE = "inspections.parquet"
-LOCK_FILE = ".inspections.lock"
 
 #: The SuGOHI grading scale.
 GRADE_SCALE: dict[int, str] = {3: "sure lens", 2: "probable lens", 1: "possible lens", 0: "not a lens"}
@@ -121,7 +120,7 @@ class GradeStore:
 
     def __init__(self, run_dir: str | Path, object_id_type: pa.DataType | None = None):
         self.run_dir = Path(run_dir)
-        self.path = self.run_dir / INSPECTIONS_FILE
+        self.path = RunLayout(self.run_dir).inspections
         self.schema = inspections_schema(object_id_type if object_id_type is not None else pa.int64())
         self._thread_lock = threading.Lock()
 
@@ -131,7 +130,7 @@ class GradeStore:
             if fcntl is None:
                 yield
                 return
-            with open(self.run_dir / LOCK_FILE, "a+b") as handle:
+            with open(RunLayout(self.run_dir).inspections_lock, "a+b") as handle:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
                 try:
                     yield
@@ -156,7 +155,7 @@ class GradeStore:
                 old = pq.read_table(self.path).cast(self.schema)
                 new = pa.concat_tables([old, new])
             provenance = {"content": "visual inspection grades", "scale": _scale_text(),
-                          "catalogue": "candidates.parquet"}
+                          "catalogue": CANDIDATES_FILE}
             atomic_write_parquet(new, self.path, provenance=provenance)
         return {"grader": grader, "object_id": object_id, "grade": grade,
                 "graded_utc": when.isoformat(timespec="milliseconds")}
@@ -181,7 +180,7 @@ def export_graded(run_dir: str | Path, out_prefix: str | Path) -> tuple[Path, Pa
     from catalogs.io import read_provenance
 
     run_dir = Path(run_dir)
-    catalogue_path = run_dir / "candidates.parquet"
+    catalogue_path = RunLayout(run_dir).candidates
     candidates = pd.read_parquet(catalogue_path)
     inspections = GradeStore(run_dir, object_id_type_of(candidates["object_id"])).read()
     table = combined_ranking(candidates, consensus(inspections), graded_only=True)

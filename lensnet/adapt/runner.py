@@ -35,12 +35,14 @@ import pandas as pd
 import xarray as xr
 import yaml
 
+from catalogs import layout
 from lensnet import metrics
 from lensnet.adapt import hosts as host_tools
 from lensnet.adapt import inject as injection
 from lensnet.checkpoint import CONFIG_FILE, load_config, load_model, resolve_checkpoint, sha256_of, WEIGHTS_FILE
 
-RUN_FILES = {"store": "cutouts.zarr", "candidates": "candidates.parquet", "settings": "run.yaml"}
+#: What the adaptation reads from a run directory (catalogs.layout names them).
+RUN_FILES = {"store": layout.STORE_DIR, "candidates": layout.CANDIDATES_FILE, "settings": layout.SETTINGS_FILE}
 RECIPE_FILE = "adaptation.json"
 SELECTION_FILE = "selection_function"
 #: Bins of the selection function (outer edges widen to the data).
@@ -132,9 +134,10 @@ def read_run(config: AdaptConfig) -> Survey:
     catalogue = pd.read_parquet(run / RUN_FILES["candidates"])
     if not len(catalogue):
         raise AdaptError(f"{run / RUN_FILES['candidates']} holds no scored object: nothing to adapt to")
-    dataset = xr.open_zarr(run / RUN_FILES["store"], consolidated=False)
-    bands = [str(band) for band in dataset["band"].to_numpy()]
-    size = int(dataset["stamps"].shape[-1])
+    store = layout.RunLayout(run).store
+    with layout.open_store(store) as dataset:
+        bands = [str(band) for band in dataset[layout.BAND].to_numpy()]
+        size = int(dataset[layout.STAMPS].shape[-1])
     if bands != list(model.bands) or size != model.stamp_size_px:
         raise AdaptError(f"model {parent} takes bands {','.join(model.bands)} in {model.stamp_size_px}-px stamps; the "
                          f"run's store holds {','.join(bands)} in {size}-px stamps: choose a model made for this "
@@ -143,8 +146,7 @@ def read_run(config: AdaptConfig) -> Survey:
     if len(catalogue) > config.max_objects:
         catalogue = catalogue.iloc[np.sort(rng.choice(len(catalogue), config.max_objects, replace=False))]
     catalogue = catalogue.sort_values("cutout_index").reset_index(drop=True)
-    index = catalogue["cutout_index"].to_numpy()
-    stamps = dataset["stamps"].isel(object=xr.DataArray(index, dims="object")).to_numpy().astype(np.float32)
+    stamps = layout.read_cutouts(store, catalogue["cutout_index"].to_numpy())
     if np.isnan(stamps).all(axis=(1, 2, 3)).any():
         raise AdaptError(f"{run / RUN_FILES['store']} has empty stamps for scored objects: the store is incomplete; "
                          "run run_survey.py on the run again")
