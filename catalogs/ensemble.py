@@ -15,16 +15,27 @@ Two rules, both pure functions of a ``(models, objects)`` set of scores:
 
 With a single model, ``mean`` returns its scores unchanged and ``rank`` its normalised
 ranks (the same order).
+
+:class:`Ensemble` is the set of models a run or a rescore scores with (``--model a,b``):
+its members, the check that they can score one cutout store, its calibration (decision
+threshold and training prevalence) and how it combines the members' logits into the
+catalogue's ``score`` -- the ``mean`` rule, computed in logit space so that confident
+members do not overflow.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Literal
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+
+if TYPE_CHECKING:  # lensnet (and torch) are imported when an ensemble is loaded or combined
+    from lensnet.checkpoint import ModelConfig
 
 Method = Literal["mean", "rank"]
 METHODS: tuple[Method, ...] = ("mean", "rank")
@@ -99,3 +110,146 @@ def combine_columns(frame: pd.DataFrame, columns: Sequence[str], method: Method 
         raise KeyError(f"no column(s) {missing} in the frame")
     values = combine([frame[name].to_numpy(np.float64) for name in columns], method)
     return pd.Series(values, index=frame.index, name=f"score_{method}")
+
+
+# ----------------------------------------------------------------------------- the models of a run
+
+
+class EnsembleError(ValueError):
+    """The models cannot score together (no model, two of one name, different inputs)."""
+
+
+class Member(NamedTuple):
+    """One model of an ensemble: its name (catalogue columns ``score_<name>``), checkpoint and config."""
+
+    name: str
+    checkpoint: Path
+    config: ModelConfig
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What turns an ensemble's score into decisions: ``is_candidate = score >= threshold``,
+    and the lens fraction ``p_survey`` is shifted from."""
+
+    threshold: float
+    train_prevalence: float
+
+
+@dataclass(frozen=True)
+class Ensemble:
+    """The models that score a run together: one model, or several averaged by probability.
+
+    Iterating gives the :class:`Member` tuples ``(name, checkpoint, config)`` in the order
+    given; the first member's config describes the inputs (bands, stamp size, pixel scale)
+    that every member shares.
+    """
+
+    members: tuple[Member, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "members", tuple(Member(*member) for member in self.members))
+        self.check()
+
+    @classmethod
+    def from_models(cls, models: str | Sequence[str]) -> Ensemble:
+        """The ensemble of a comma-separated list (``--model a,b``) of shipped names or checkpoint directories."""
+        from lensnet.checkpoint import load_config, resolve_checkpoint
+
+        items = str(models).split(",") if isinstance(models, (str, Path)) else [str(item) for item in models]
+        members = []
+        for item in [part.strip() for part in items if part.strip()]:
+            checkpoint = resolve_checkpoint(item)
+            config = load_config(checkpoint)
+            members.append(Member(config.name or checkpoint.name, checkpoint, config))
+        return cls(tuple(members))
+
+    def check(self) -> None:
+        """Refuse an empty ensemble, two members of one name, and members that take other inputs."""
+        if not self.members:
+            raise EnsembleError("--model is empty")
+        names = self.names
+        if len(set(names)) != len(names):
+            raise EnsembleError(f"--model: two models share a name ({', '.join(names)}); give each checkpoint its "
+                                "own name")
+        first = self.members[0]
+        for name, _, config in self.members[1:]:
+            if (config.bands, config.stamp_size_px, config.pixel_scale_arcsec) != (
+                    first.config.bands, first.config.stamp_size_px, first.config.pixel_scale_arcsec):
+                raise EnsembleError(
+                    f"--model: {name} takes {config.bands} at {config.stamp_size_px} px, {config.pixel_scale_arcsec}\"/px, "
+                    f"but {first.name} takes {first.config.bands} at {first.config.stamp_size_px} px, "
+                    f"{first.config.pixel_scale_arcsec}\"/px; an ensemble scores one cutout store, so its models "
+                    "must share bands, stamp size and pixel scale")
+
+    def __iter__(self) -> Iterator[Member]:
+        return iter(self.members)
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def __getitem__(self, index: int) -> Member:
+        return self.members[index]
+
+    @property
+    def names(self) -> list[str]:
+        return [member.name for member in self.members]
+
+    @property
+    def first(self) -> Member:
+        """The member whose config describes the inputs and whose provenance heads the catalogue's."""
+        return self.members[0]
+
+    @property
+    def averaged(self) -> bool:
+        """Whether the score is an average of several members (then each also has a ``score_<name>`` column)."""
+        return len(self.members) > 1
+
+    @property
+    def member_names(self) -> list[str]:
+        """The names of the members with their own catalogue columns: all of them when averaged, else none."""
+        return self.names if self.averaged else []
+
+    def calibration(self) -> Calibration:
+        """Decision threshold and training prevalence for the ensemble's mean probability.
+
+        One model: its own. Several: the means of theirs -- an approximation, since the mean
+        probability's false-positive rate at that threshold was never measured; evaluate the
+        ensemble (python -m lensnet.evaluate) before relying on is_candidate.
+        """
+        thresholds = [member.config.threshold for member in self.members]
+        prevalences = [member.config.train_prevalence for member in self.members]
+        return Calibration(float(np.mean(thresholds)), float(np.mean(prevalences)))
+
+    def describe_score(self) -> str:
+        """What the catalogue's ``score`` is, for its provenance."""
+        if self.averaged:
+            return f"mean probability of the models {', '.join(self.names)}"
+        return "sigmoid(logit) of the one model"
+
+    def provenance(self) -> list[dict[str, Any]]:
+        """One entry per member: name, checkpoint, weights sha256, threshold, normalisation."""
+        from lensnet.checkpoint import WEIGHTS_FILE, sha256_of
+
+        return [{"name": name, "checkpoint": str(path), "weights_sha256": sha256_of(path / WEIGHTS_FILE),
+                 "threshold": config.threshold, "normalisation": config.normalisation}
+                for name, path, config in self.members]
+
+
+def combine_logits(by_model: Mapping[str, npt.ArrayLike]) -> np.ndarray:
+    """The ensemble's float32 logit from each member's logits: the logit of their mean probability.
+
+    One member: its logits as they are. Several: ``logit(mean(sigmoid(logits)))`` in float64,
+    without overflow for confident members (:func:`lensnet.predict.mean_probability_logit`);
+    its sigmoid is the ``mean`` rule's score.
+    """
+    if not by_model:
+        raise EnsembleError("no model's logits to combine")
+    if len(by_model) == 1:
+        return np.asarray(next(iter(by_model.values())), dtype=np.float32)
+    import torch
+
+    from lensnet.predict import mean_probability_logit
+
+    stacked = torch.from_numpy(np.stack([np.asarray(values) for values in by_model.values()]).astype(np.float64))
+    return mean_probability_logit(stacked).numpy().astype(np.float32)

@@ -24,6 +24,7 @@ import pandas as pd
 import yaml
 from distributed import Client, performance_report
 
+from catalogs.ensemble import Ensemble
 from catalogs.layout import COORDINATES, STAMPS, RunLayout
 from lensnet.checkpoint import WEIGHTS_FILE, load_model, sha256_of
 from pipeline.catalog_input import read_catalog
@@ -34,7 +35,7 @@ from pipeline.inference import ModelPlugin
 from pipeline.merge import merge_outputs
 from pipeline.plan import Plan
 from pipeline.resume import RunDirectory, fingerprint, locked_output
-from pipeline.run import RunResult, _provenance, _show_progress, ensemble_calibration, load_ensemble, score_tasks
+from pipeline.run import RunResult, _provenance, _show_progress, load_ensemble, score_tasks
 
 #: A file the adaptation writes beside an adapted checkpoint; recorded in the provenance.
 SELECTION_FUNCTION_FILE = "selection_function.json"
@@ -48,7 +49,7 @@ class PreparedRescore:
     settings: Settings
     run: RunDirectory
     run_settings: Settings
-    ensemble: list
+    ensemble: Ensemble
     catalog: pd.DataFrame
     plan: Plan
     unreadable_tiles: list[str]
@@ -193,11 +194,9 @@ def execute_rescore(prepared: PreparedRescore, client: Client, log: Callable[[st
     selection = checkpoint / SELECTION_FUNCTION_FILE
     if selection.is_file():
         provenance["selection_function"] = {"file": str(selection.resolve()), "sha256": sha256_of(selection)}
-    if len(prepared.ensemble) > 1:
-        provenance["models"] = [{"name": name, "checkpoint": str(path), "weights_sha256": sha256_of(path / WEIGHTS_FILE),
-                                 "threshold": config.threshold, "normalisation": config.normalisation}
-                                for name, path, config in prepared.ensemble]
-    threshold, train_prevalence = ensemble_calibration(prepared.ensemble)
+    if prepared.ensemble.averaged:
+        provenance["models"] = prepared.ensemble.provenance()
+    calibration = prepared.ensemble.calibration()
     known_lenses = None
     if settings.known_lenses:
         from catalogs.crossmatch import load_known_lenses
@@ -207,8 +206,8 @@ def execute_rescore(prepared: PreparedRescore, client: Client, log: Callable[[st
         plan, prepared.catalog,
         [str(run.part("cut", shard)) for shard in range(len(plan.shards))],
         [str(out.part("score", shard)) for shard in range(len(plan.shards))],
-        threshold, out.root, provenance, train_prevalence=train_prevalence,
-        model_names=[name for name, _, _ in prepared.ensemble] if len(prepared.ensemble) > 1 else (),
+        calibration.threshold, out.root, provenance, train_prevalence=calibration.train_prevalence,
+        model_names=prepared.ensemble.member_names,
         target_prevalence=settings.target_prevalence, hats_min_rows=prepared.run_settings.hats_min_rows,
         known_lenses=known_lenses)
     summary["seconds"] = round(time.perf_counter() - started, 2)

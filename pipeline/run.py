@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import dask
-import numpy as np
 import pandas as pd
 from distributed import Client, as_completed, performance_report, progress
 
 from catalogs.crossmatch import load_known_lenses
+from catalogs.ensemble import Ensemble, EnsembleError
 from catalogs.flags import documentation as flags_documentation
-from lensnet.checkpoint import CONFIG_FILE, WEIGHTS_FILE, ModelConfig, load_config, load_model, resolve_checkpoint, sha256_of
+from lensnet.checkpoint import CONFIG_FILE, WEIGHTS_FILE, ModelConfig, load_model, sha256_of
 from pipeline import store
 from pipeline.catalog_input import read_catalog
 from pipeline.cluster import Placement, make_client, placement
@@ -60,7 +60,7 @@ class PreparedRun:
     settings: Settings
     checkpoint: Path
     model_config: ModelConfig
-    ensemble: list[tuple[str, Path, ModelConfig]]
+    ensemble: Ensemble
     bands: list[str]
     catalog: pd.DataFrame
     tiles: list[Tile]
@@ -181,18 +181,16 @@ def execute(prepared: PreparedRun, client: Client, log: Callable[[str], None] = 
         client.gather(futures)
 
     provenance = _provenance(settings, checkpoint, model_config, bands, tiles)
-    if len(prepared.ensemble) > 1:
-        provenance["models"] = [{"name": name, "checkpoint": str(path), "weights_sha256": sha256_of(path / WEIGHTS_FILE),
-                                 "threshold": config.threshold, "normalisation": config.normalisation}
-                                for name, path, config in prepared.ensemble]
-    threshold, train_prevalence = ensemble_calibration(prepared.ensemble)
+    if prepared.ensemble.averaged:
+        provenance["models"] = prepared.ensemble.provenance()
+    calibration = prepared.ensemble.calibration()
     summary = merge_outputs(
         plan, catalog,
         [str(run_dir.part("cut", shard)) for shard in range(len(plan.shards))],
         [str(run_dir.part("score", shard)) for shard in range(len(plan.shards))],
-        threshold, run_dir.root, provenance,
-        train_prevalence=train_prevalence,
-        model_names=[name for name, _, _ in prepared.ensemble] if len(prepared.ensemble) > 1 else (),
+        calibration.threshold, run_dir.root, provenance,
+        train_prevalence=calibration.train_prevalence,
+        model_names=prepared.ensemble.member_names,
         target_prevalence=settings.target_prevalence,
         hats_min_rows=settings.hats_min_rows,
         known_lenses=prepared.known_lenses,
@@ -334,39 +332,12 @@ def resolve_bands(given: list[str] | None, model_bands: list[str], checkpoint: P
     return list(given)
 
 
-def load_ensemble(models: str) -> list[tuple[str, Path, ModelConfig]]:
-    """(name, checkpoint, config) of each model in a comma-separated list; they must share their inputs."""
-    ensemble = []
-    for item in [part.strip() for part in str(models).split(",") if part.strip()]:
-        checkpoint = resolve_checkpoint(item)
-        config = load_config(checkpoint)
-        ensemble.append((config.name or checkpoint.name, checkpoint, config))
-    if not ensemble:
-        raise SettingsError("--model is empty")
-    names = [name for name, _, _ in ensemble]
-    if len(set(names)) != len(names):
-        raise SettingsError(f"--model: two models share a name ({', '.join(names)}); give each checkpoint its own name")
-    _, _, first = ensemble[0]
-    for name, _, config in ensemble[1:]:
-        if (config.bands, config.stamp_size_px, config.pixel_scale_arcsec) != (
-                first.bands, first.stamp_size_px, first.pixel_scale_arcsec):
-            raise SettingsError(
-                f"--model: {name} takes {config.bands} at {config.stamp_size_px} px, {config.pixel_scale_arcsec}\"/px, "
-                f"but {ensemble[0][0]} takes {first.bands} at {first.stamp_size_px} px, {first.pixel_scale_arcsec}\"/px; "
-                "an ensemble scores one cutout store, so its models must share bands, stamp size and pixel scale")
-    return ensemble
-
-
-def ensemble_calibration(ensemble: list[tuple[str, Path, ModelConfig]]) -> tuple[float, float]:
-    """Decision threshold and training prevalence for the ensemble's mean probability.
-
-    One model: its own. Several: the means of theirs — an approximation, since the mean
-    probability's false-positive rate at that threshold was never measured; evaluate the
-    ensemble (python -m lensnet.evaluate) before relying on is_candidate.
-    """
-    thresholds = [config.threshold for _, _, config in ensemble]
-    prevalences = [config.train_prevalence for _, _, config in ensemble]
-    return float(np.mean(thresholds)), float(np.mean(prevalences))
+def load_ensemble(models: str) -> Ensemble:
+    """The models of a comma-separated list; they must share their inputs (a SettingsError says why not)."""
+    try:
+        return Ensemble.from_models(models)
+    except EnsembleError as error:
+        raise SettingsError(str(error)) from None
 
 
 def _check_pixel_scale(tiles, model_scale_arcsec: float) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
+from catalogs.ensemble import combine_logits
 from catalogs.io import atomic_write_parquet
 from catalogs.layout import timings_path
 from distributed import get_worker
@@ -29,7 +29,6 @@ from astropy.wcs import WCS
 
 from pipeline.cutouts import cut_stamps, resample_stamps, stamp_flags
 from pipeline.images import InputError, read_header, read_image
-from lensnet.predict import mean_probability_logit
 from pipeline.inference import DEFAULT_PREFETCH, ScoredShard, ShardStamps, worker_model
 from pipeline.merge import MODEL_LOGIT_PREFIX
 
@@ -143,13 +142,10 @@ def _write_timings(part_path: str, timings: dict) -> None:
 
 
 def _write_score_part(cutout_index: np.ndarray, by_model: dict[str, np.ndarray], part_path: str) -> None:
-    columns = {"cutout_index": pa.array(cutout_index, pa.int64())}
-    if len(by_model) == 1:
-        columns["logit"] = pa.array(next(iter(by_model.values())), pa.float32())
-    else:
-        # The ensemble's logit is that of the models' mean probability.
-        stacked = torch.from_numpy(np.stack(list(by_model.values())).astype(np.float64))
-        columns["logit"] = pa.array(mean_probability_logit(stacked).numpy().astype(np.float32), pa.float32())
+    # The ensemble's logit is that of the models' mean probability (one model: its own).
+    columns = {"cutout_index": pa.array(cutout_index, pa.int64()),
+               "logit": pa.array(combine_logits(by_model), pa.float32())}
+    if len(by_model) > 1:
         columns.update({f"{MODEL_LOGIT_PREFIX}{name}": pa.array(values, pa.float32()) for name, values in by_model.items()})
     atomic_write_parquet(pa.table(columns), part_path)
 

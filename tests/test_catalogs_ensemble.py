@@ -66,3 +66,59 @@ def test_combine_columns_keeps_the_frame_index():
     assert combine_columns(frame, ["score_a", "score_b"], "rank").tolist() == pytest.approx([0.0, 1.0])
     with pytest.raises(KeyError):
         combine_columns(frame, ["score_c"])
+
+
+# ----------------------------------------------------------------------------- the Ensemble of a run
+
+
+def _member(name, threshold=0.5, prevalence=0.5, bands=("g", "r", "i"), size=32):
+    from pathlib import Path
+
+    from catalogs.ensemble import Member
+    from lensnet.checkpoint import ModelConfig
+
+    config = ModelConfig(architecture="lensresnet-tiny", bands=list(bands), stamp_size_px=size, pixel_scale_arcsec=0.2, normalisation="asinh_stretch",
+                         threshold=threshold, train_prevalence=prevalence, name=name)
+    return Member(name, Path(f"/models/{name}"), config)
+
+
+def test_ensemble_calibration_is_the_members_mean_and_one_model_keeps_its_own():
+    from catalogs.ensemble import Ensemble
+
+    one = Ensemble((_member("a", 0.7, 0.1),))
+    assert not one.averaged and one.member_names == [] and one.names == ["a"]
+    assert (one.calibration().threshold, one.calibration().train_prevalence) == (0.7, 0.1)
+    both = Ensemble((_member("a", 0.7, 0.1), _member("b", 0.5, 0.3)))
+    assert both.averaged and both.member_names == ["a", "b"]
+    assert both.calibration().threshold == pytest.approx(0.6)
+    assert both.calibration().train_prevalence == pytest.approx(0.2)
+    assert [name for name, _, _ in both] == ["a", "b"] and both[0].name == "a" and len(both) == 2
+    assert "a, b" in both.describe_score()
+
+
+@pytest.mark.parametrize("members, message", [
+    ((), "empty"),
+    (("a", "a"), "share a name"),
+    (("a", "wide"), "must share bands, stamp size and pixel scale"),
+])
+def test_ensembles_that_cannot_score_one_store_are_refused(members, message):
+    from catalogs.ensemble import Ensemble, EnsembleError
+
+    built = [_member(name, size=64) if name == "wide" else _member(name) for name in members]
+    with pytest.raises(EnsembleError, match=message):
+        Ensemble(tuple(built))
+
+
+def test_combined_logits_are_the_logit_of_the_mean_probability():
+    from catalogs.ensemble import combine_logits
+
+    rng = np.random.default_rng(1)
+    logits = {"a": rng.normal(0, 4, 50).astype(np.float32), "b": rng.normal(0, 4, 50).astype(np.float32)}
+    combined = combine_logits(logits)
+    assert combined.dtype == np.float32
+    probability = 1 / (1 + np.exp(-combined.astype(np.float64)))
+    np.testing.assert_allclose(probability, mean_probability({name: 1 / (1 + np.exp(-v.astype(np.float64)))
+                                                              for name, v in logits.items()}), rtol=1e-6)
+    np.testing.assert_array_equal(combine_logits({"a": logits["a"]}), logits["a"])
+    # confident members do not overflow
+    assert np.isfinite(combine_logits({"a": np.array([200.0, -200.0]), "b": np.array([150.0, -150.0])})).all()
