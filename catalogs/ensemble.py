@@ -177,7 +177,8 @@ class Ensemble:
             if (config.bands, config.stamp_size_px, config.pixel_scale_arcsec) != (
                     first.config.bands, first.config.stamp_size_px, first.config.pixel_scale_arcsec):
                 raise EnsembleError(
-                    f"--model: {name} takes {config.bands} at {config.stamp_size_px} px, {config.pixel_scale_arcsec}\"/px, "
+                    f"--model: {name} takes {config.bands} at {config.stamp_size_px} px, "
+                    f"{config.pixel_scale_arcsec}\"/px, "
                     f"but {first.name} takes {first.config.bands} at {first.config.stamp_size_px} px, "
                     f"{first.config.pixel_scale_arcsec}\"/px; an ensemble scores one cutout store, so its models "
                     "must share bands, stamp size and pixel scale")
@@ -223,9 +224,7 @@ class Ensemble:
 
     def describe_score(self) -> str:
         """What the catalogue's ``score`` is, for its provenance."""
-        if self.averaged:
-            return f"mean probability of the models {', '.join(self.names)}"
-        return "sigmoid(logit) of the one model"
+        return describe_score(self.names)
 
     def provenance(self) -> list[dict[str, Any]]:
         """One entry per member: name, checkpoint, weights sha256, threshold, normalisation."""
@@ -234,6 +233,13 @@ class Ensemble:
         return [{"name": name, "checkpoint": str(path), "weights_sha256": sha256_of(path / WEIGHTS_FILE),
                  "threshold": config.threshold, "normalisation": config.normalisation}
                 for name, path, config in self.members]
+
+
+def describe_score(names: Sequence[str]) -> str:
+    """What the catalogue's ``score`` is when the models ``names`` scored it, for its provenance."""
+    if len(names) > 1:
+        return f"mean probability of the models {', '.join(names)}"
+    return "sigmoid(logit) of the one model"
 
 
 def combine_logits(by_model: Mapping[str, npt.ArrayLike]) -> np.ndarray:

@@ -77,7 +77,8 @@ def _member(name, threshold=0.5, prevalence=0.5, bands=("g", "r", "i"), size=32)
     from catalogs.ensemble import Member
     from lensnet.checkpoint import ModelConfig
 
-    config = ModelConfig(architecture="lensresnet-tiny", bands=list(bands), stamp_size_px=size, pixel_scale_arcsec=0.2, normalisation="asinh_stretch",
+    config = ModelConfig(architecture="lensresnet-tiny", bands=list(bands), stamp_size_px=size, pixel_scale_arcsec=0.2,
+                         normalisation="asinh_stretch",
                          threshold=threshold, train_prevalence=prevalence, name=name)
     return Member(name, Path(f"/models/{name}"), config)
 
