@@ -190,56 +190,22 @@ class MemorySampler(threading.Thread):
 
 # ----------------------------------------------------------------------------- timing a run
 
-class _Timed:
-    """Wraps pipeline functions to time the phases of ``execute`` (benchmark process only)."""
-
-    def __init__(self):
-        self.seconds: dict[str, float] = {}
-
-    def wrap(self, name: str, function):
-        def timed(*args, **kwargs):
-            started = time.perf_counter()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
-        return timed
-
-    def report_context(self, real):
-        timer = self
-
-        @contextlib.contextmanager
-        def timed(*args, **kwargs):
-            context = real(*args, **kwargs)
-            context.__enter__()
-            entered = time.perf_counter()
-            try:
-                yield
-            finally:
-                exiting = time.perf_counter()
-                timer.seconds["compute (cut + score tasks)"] = exiting - entered
-                context.__exit__(None, None, None)
-                timer.seconds["dask performance report"] = time.perf_counter() - exiting
-        return timed
+#: The phases a run records in summary.json (``phases_s``), by the labels of the results.
+PHASE_LABELS = {
+    "create_store": "create zarr store",
+    "register_plugin": "register plugin (model load on workers)",
+    "compute": "compute (cut + score tasks)",
+    "performance_report": "dask performance report",
+    "merge": "merge (catalogue, Parquet)",
+}
+OTHER_PHASE = "other (fingerprint, provenance, summary)"
 
 
-@contextlib.contextmanager
-def instrumented(client):
-    """Time create_store, plugin registration, the task graph, the report and the merge."""
-    import pipeline.run as run_module
-    from pipeline import store
-
-    timer = _Timed()
-    saved = (store.create_store, run_module.merge_outputs, run_module.performance_report)
-    store.create_store = timer.wrap("create zarr store", store.create_store)
-    run_module.merge_outputs = timer.wrap("merge (catalogue, Parquet)", run_module.merge_outputs)
-    run_module.performance_report = timer.report_context(run_module.performance_report)
-    client.register_plugin = timer.wrap("register plugin (model load on workers)", client.register_plugin)
-    try:
-        yield timer
-    finally:
-        store.create_store, run_module.merge_outputs, run_module.performance_report = saved
-        del client.register_plugin
+def phases_of(summary: dict, execute_s: float) -> dict[str, float]:
+    """The run's own phase timings (summary.json), labelled; the rest of ``execute_s`` as ``other``."""
+    phases = {PHASE_LABELS.get(name, name): seconds for name, seconds in summary.get("phases_s", {}).items()}
+    phases[OTHER_PHASE] = execute_s - sum(phases.values())
+    return phases
 
 
 def make_settings(survey: dict, out: Path, workers: int, threads: int, device: str = "cpu", **extra):
@@ -269,7 +235,7 @@ def timed_run(client, survey: dict, out: Path, workers: int, threads: int, label
     started = time.perf_counter()
     prepared = prepare_run(settings, quiet)
     prepared_at = time.perf_counter()
-    with instrumented(client) as timer, get_task_stream(client) as stream:
+    with get_task_stream(client) as stream:
         result = execute(prepared, client, quiet)
     finished = time.perf_counter()
     memory = sampler.stop()
@@ -277,8 +243,7 @@ def timed_run(client, survey: dict, out: Path, workers: int, threads: int, label
     watched = watch.stop()
 
     execute_s = finished - prepared_at
-    phases = dict(timer.seconds)
-    phases["other (fingerprint, provenance, summary)"] = execute_s - sum(phases.values())
+    phases = phases_of(result.summary, execute_s)
     task_seconds: dict[str, float] = {}
     task_count: dict[str, int] = {}
     for task in stream.data:

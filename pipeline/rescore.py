@@ -22,8 +22,9 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 import yaml
-from distributed import Client, performance_report
+from distributed import Client
 
+from catalogs.catalogue import CatalogueOptions
 from catalogs.ensemble import Ensemble
 from catalogs.layout import COORDINATES, STAMPS, RunLayout
 from lensnet.checkpoint import WEIGHTS_FILE, load_model, sha256_of
@@ -32,10 +33,10 @@ from pipeline.cluster import make_client, placement
 from pipeline.config import Settings, SettingsError, resolve
 from pipeline.images import InputError
 from pipeline.inference import ModelPlugin
-from pipeline.merge import merge_outputs
+from pipeline.merge import merge
 from pipeline.plan import Plan
 from pipeline.resume import RunDirectory, fingerprint, locked_output
-from pipeline.run import RunResult, _provenance, _show_progress, load_ensemble, score_tasks
+from pipeline.run import Phases, RunResult, _provenance, compute, load_ensemble, score_tasks
 
 #: A file the adaptation writes beside an adapted checkpoint; recorded in the provenance.
 SELECTION_FUNCTION_FILE = "selection_function.json"
@@ -67,7 +68,8 @@ def rescore_settings(flags: dict[str, Any], config_file: str | None = None) -> S
     run = Path(flags["rescore"])
     recorded = RunLayout(run).settings
     if not recorded.is_file():
-        raise SettingsError(f"--rescore {run}: no {recorded.name} there; give the --out of a finished run_survey.py run")
+        raise SettingsError(f"--rescore {run}: no {recorded.name} there; give the --out of a finished run_survey.py "
+                            "run")
     values = yaml.safe_load(recorded.read_text()) or {}
     # the run's inputs and compute layout carry over; what this command says wins; the
     # run's own output, force and demo settings do not carry over
@@ -160,10 +162,12 @@ def execute_rescore(prepared: PreparedRescore, client: Client, log: Callable[[st
     inputs = {"run": str(run.root.resolve()), "run_fingerprint": state.get("fingerprint"),
               "model_weights_sha256": [sha256_of(path / WEIGHTS_FILE) for _, path, _ in prepared.ensemble],
               "model_config": [config.to_json() for _, _, config in prepared.ensemble], "tta": settings.tta}
+    phases = Phases()
     resuming = out.prepare(fingerprint(inputs), inputs, settings.force)
     settings.save(out.settings)
-    client.register_plugin(ModelPlugin([str(path.resolve()) for _, path, _ in prepared.ensemble], settings.device,
-                                       settings.resolved_threads(), tta=settings.tta))
+    with phases("register_plugin"):
+        client.register_plugin(ModelPlugin([str(path.resolve()) for _, path, _ in prepared.ensemble],
+                                           settings.device, settings.resolved_threads(), tta=settings.tta))
     pending, done = [], 0
     for shard, (start, stop) in enumerate(plan.shards):
         part = out.part("score", shard)
@@ -179,11 +183,7 @@ def execute_rescore(prepared: PreparedRescore, client: Client, log: Callable[[st
         log(f"resuming: {done} of {len(plan.shards)} shards were already scored")
     log(f"Dask dashboard: {client.dashboard_link}")
     report = out.report
-    with performance_report(filename=str(report)):
-        futures = client.compute(tasks)
-        if settings.progress and futures:
-            _show_progress(futures, log)
-        client.gather(futures)
+    compute(client, tasks, report, phases, settings.progress, log)
     _, checkpoint, model_config = prepared.ensemble[0]
     run_settings = replace(prepared.run_settings, model=settings.model, tta=settings.tta)
     tiles = [types.SimpleNamespace(name=name, error=None) for name in sorted(set(plan.objects["tile"].astype(str)))]
@@ -196,23 +196,22 @@ def execute_rescore(prepared: PreparedRescore, client: Client, log: Callable[[st
         provenance["selection_function"] = {"file": str(selection.resolve()), "sha256": sha256_of(selection)}
     if prepared.ensemble.averaged:
         provenance["models"] = prepared.ensemble.provenance()
-    calibration = prepared.ensemble.calibration()
     known_lenses = None
     if settings.known_lenses:
         from catalogs.crossmatch import load_known_lenses
 
         known_lenses = load_known_lenses(None if settings.known_lenses == "lenscat" else settings.known_lenses)
-    summary = merge_outputs(
-        plan, prepared.catalog,
-        [str(run.part("cut", shard)) for shard in range(len(plan.shards))],
-        [str(out.part("score", shard)) for shard in range(len(plan.shards))],
-        calibration.threshold, out.root, provenance, train_prevalence=calibration.train_prevalence,
-        model_names=prepared.ensemble.member_names,
-        target_prevalence=settings.target_prevalence, hats_min_rows=prepared.run_settings.hats_min_rows,
-        known_lenses=known_lenses)
+    options = CatalogueOptions.for_ensemble(prepared.ensemble, target_prevalence=settings.target_prevalence,
+                                            hats_min_rows=prepared.run_settings.hats_min_rows,
+                                            known_lenses=known_lenses)
+    with phases("merge"):
+        summary = merge(plan, prepared.catalog, [run.part("cut", shard) for shard in range(len(plan.shards))],
+                        [out.part("score", shard) for shard in range(len(plan.shards))], out.root, provenance,
+                        options)
     summary["seconds"] = round(time.perf_counter() - started, 2)
     summary["shards"] = len(plan.shards)
     summary["shards_resumed"] = done
     summary["rescored_from"] = str(run.root)
+    summary["phases_s"] = phases.rounded()
     out.summary.write_text(json.dumps(summary, indent=2) + "\n")
     return RunResult(out.root, out.candidates, out.failures, run.store, report, summary)

@@ -20,6 +20,7 @@ import dask
 import pandas as pd
 from distributed import Client, as_completed, performance_report, progress
 
+from catalogs.catalogue import CatalogueOptions
 from catalogs.crossmatch import load_known_lenses
 from catalogs.ensemble import Ensemble, EnsembleError
 from catalogs.flags import documentation as flags_documentation
@@ -30,7 +31,7 @@ from pipeline.cluster import Placement, make_client, placement
 from pipeline.config import Settings, SettingsError
 from pipeline.images import InputError, split_reference
 from pipeline.inference import ModelPlugin
-from pipeline.merge import merge_outputs
+from pipeline.merge import merge
 from pipeline.plan import Plan, make_plan
 from pipeline.resume import RunDirectory, file_identity, fingerprint, locked_output
 from pipeline.tasks import cut_shard, existing, score_shard, score_shards
@@ -154,52 +155,89 @@ def execute(prepared: PreparedRun, client: Client, log: Callable[[str], None] = 
         "where": settings.where,
         "tta": settings.tta,
     }
+    phases = Phases()
     resuming = run_dir.prepare(fingerprint(inputs), inputs, settings.force)
     settings.save(run_dir.settings)
     if not (resuming and (run_dir.store / "zarr.json").is_file()):
-        store.create_store(run_dir.store, plan.objects, bands, size_px, settings.shard_size,
-                           attrs={"bands": bands, "stamp_size_px": size_px,
-                                  "pixel_scale_arcsec": model_config.pixel_scale_arcsec,
-                                  "code_version": code_version()},
-                           compression=settings.stamp_compression)
+        with phases("create_store"):
+            store.create_store(run_dir.store, plan.objects, bands, size_px, settings.shard_size,
+                               attrs={"bands": bands, "stamp_size_px": size_px,
+                                      "pixel_scale_arcsec": model_config.pixel_scale_arcsec,
+                                      "code_version": code_version()},
+                               compression=settings.stamp_compression)
 
     where = placement(client)
     if where.on_gpus:
         log(f"placement: score tasks on {where.gpu_workers} GPU worker(s), cut tasks "
             f"{'on CPU workers' if where.cut else 'on any worker'}")
-    client.register_plugin(ModelPlugin([str(path.resolve()) for _, path, _ in prepared.ensemble], settings.device,
-                                       settings.resolved_threads(), tta=settings.tta))
+    with phases("register_plugin"):
+        client.register_plugin(ModelPlugin([str(path.resolve()) for _, path, _ in prepared.ensemble],
+                                           settings.device, settings.resolved_threads(), tta=settings.tta))
     tasks, done = _build_graph(plan, run_dir, size_px, settings.batch_size, where)
     if done:
         log(f"resuming: {done} of {len(plan.shards)} shards were already scored")
     log(f"Dask dashboard: {client.dashboard_link}")
     report = run_dir.report
-    with performance_report(filename=str(report)):
-        futures = client.compute(tasks)
-        if settings.progress and futures:
-            _show_progress(futures, log)
-        client.gather(futures)
+    compute(client, tasks, report, phases, settings.progress, log)
 
     provenance = _provenance(settings, checkpoint, model_config, bands, tiles)
     if prepared.ensemble.averaged:
         provenance["models"] = prepared.ensemble.provenance()
-    calibration = prepared.ensemble.calibration()
-    summary = merge_outputs(
-        plan, catalog,
-        [str(run_dir.part("cut", shard)) for shard in range(len(plan.shards))],
-        [str(run_dir.part("score", shard)) for shard in range(len(plan.shards))],
-        calibration.threshold, run_dir.root, provenance,
-        train_prevalence=calibration.train_prevalence,
-        model_names=prepared.ensemble.member_names,
-        target_prevalence=settings.target_prevalence,
-        hats_min_rows=settings.hats_min_rows,
-        known_lenses=prepared.known_lenses,
-    )
+    options = CatalogueOptions.for_ensemble(prepared.ensemble, target_prevalence=settings.target_prevalence,
+                                            hats_min_rows=settings.hats_min_rows,
+                                            known_lenses=prepared.known_lenses)
+    with phases("merge"):
+        summary = merge(plan, catalog, [run_dir.part("cut", shard) for shard in range(len(plan.shards))],
+                        [run_dir.part("score", shard) for shard in range(len(plan.shards))],
+                        run_dir.root, provenance, options)
     summary["seconds"] = round(time.perf_counter() - started, 2)
     summary["shards"] = len(plan.shards)
     summary["shards_resumed"] = done
+    summary["phases_s"] = phases.rounded()
     run_dir.summary.write_text(json.dumps(summary, indent=2) + "\n")
     return RunResult(run_dir.root, run_dir.candidates, run_dir.failures, run_dir.store, report, summary)
+
+
+class Phases:
+    """Seconds spent in the named phases of a run (``summary.json``'s ``phases_s``).
+
+    ``with phases("merge"): ...`` adds the block's wall time to ``merge``. The phases of a
+    run: ``create_store`` (not when resuming), ``register_plugin`` (the models load on the
+    workers), ``compute`` (the cut and score tasks), ``performance_report`` (writing Dask's
+    report) and ``merge`` (the catalogue products); what they leave of ``seconds`` went to
+    the fingerprint, the provenance and the summary.
+    """
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(name, time.perf_counter() - started)
+
+    def add(self, name: str, seconds: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+
+    def rounded(self, digits: int = 3) -> dict[str, float]:
+        return {name: round(value, digits) for name, value in self.seconds.items()}
+
+
+def compute(client: Client, tasks: list, report: Path, phases: Phases, progress: bool,
+            log: Callable[[str], None]) -> None:
+    """Run ``tasks`` under Dask's performance report (written to ``report``), timing both."""
+    report_context = performance_report(filename=str(report))
+    with report_context:
+        with phases("compute"):
+            futures = client.compute(tasks)
+            if progress and futures:
+                _show_progress(futures, log)
+            client.gather(futures)
+        writing = time.perf_counter()
+    phases.add("performance_report", time.perf_counter() - writing)
 
 
 def _show_progress(futures: list, log: Callable[[str], None]) -> None:

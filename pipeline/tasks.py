@@ -20,17 +20,17 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from astropy.wcs import WCS
+from distributed import get_worker
+
+from catalogs.catalogue import MODEL_LOGIT_PREFIX
 from catalogs.ensemble import combine_logits
 from catalogs.io import atomic_write_parquet
 from catalogs.layout import timings_path
-from distributed import get_worker
 from pipeline import store
-from astropy.wcs import WCS
-
 from pipeline.cutouts import cut_stamps, resample_stamps, stamp_flags
 from pipeline.images import InputError, read_header, read_image
 from pipeline.inference import DEFAULT_PREFETCH, ScoredShard, ShardStamps, worker_model
-from pipeline.merge import MODEL_LOGIT_PREFIX
 
 logger = logging.getLogger(__name__)
 

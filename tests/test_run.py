@@ -180,3 +180,12 @@ def test_stamps_are_stored_uncompressed_by_default_and_zstd_on_request(first_run
     pd.testing.assert_frame_equal(pd.read_parquet(result.candidates), pd.read_parquet(first_run.candidates))
     with pytest.raises(SettingsError, match="stamp-compression"):
         settings_for(tiny_survey, tiny_model, tmp_path / "bad", stamp_compression="gzip")
+
+
+def test_summary_records_the_phases_of_the_run(first_run):
+    summary = first_run.summary
+    assert json.loads(first_run.out.joinpath("summary.json").read_text())["phases_s"] == summary["phases_s"]
+    phases = summary["phases_s"]
+    assert {"create_store", "register_plugin", "compute", "performance_report", "merge"} <= set(phases)
+    assert all(seconds >= 0 for seconds in phases.values())
+    assert sum(phases.values()) <= summary["seconds"] + 0.01
