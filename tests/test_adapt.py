@@ -275,3 +275,21 @@ def test_rescore_refuses_what_it_cannot_do(finished_run, tmp_path):
     settings = rescore_settings({"rescore": str(finished_run), "out": str(finished_run)})
     with pytest.raises(SettingsError, match="is the run being rescored"):
         prepare_rescore(settings, log=lambda _: None)
+
+
+def test_a_run_is_measured_against_its_truth_table(finished_run, tiny_survey, tmp_path, capsys):
+    from lensnet.metrics import auroc
+    from pipeline.against_truth import main as against_truth_main
+    from pipeline.against_truth import measure
+
+    row = measure(finished_run / "candidates.parquet", tiny_survey.truth_path, n_bootstrap=50)
+    candidates = pd.read_parquet(finished_run / "candidates.parquet")
+    truth = pd.read_parquet(tiny_survey.truth_path)
+    joined = candidates.merge(truth, left_on="object_id", right_on="id")
+    assert row["auroc"]["value"] == pytest.approx(auroc(joined["is_lens"], joined["logit"]))
+    assert row["n"] == len(joined) and row["unscored_truth_rows"] == len(truth) - len(joined)
+    assert {r["group"] for r in row["sanity"]} >= {"sanity lenses", "lens"}
+    assert against_truth_main([str(finished_run), str(tiny_survey.truth_path), "--bootstrap", "20",
+                               "--json", str(tmp_path / "row.json")]) == 0
+    assert "AUROC" in capsys.readouterr().out and json.loads((tmp_path / "row.json").read_text())["n"] == len(joined)
+    assert against_truth_main([str(finished_run), str(tmp_path / "missing.parquet")]) == 2
