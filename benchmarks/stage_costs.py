@@ -1,7 +1,7 @@
 """Two per-stamp costs of the CPU pipeline, each against its alternative, in one process.
 
 * Normalisation: the float64 reference ``lensnet.preprocess.normalise`` vs the float32
-  ``lensnet.preprocess_fast.normalise`` the CPU pipeline uses (``asinh_stretch``, the
+  ``lensnet.preprocess.fast.normalise`` the CPU pipeline uses (``asinh_stretch``, the
   default model's), stamps/s on one thread, interleaved, best of ``--repeats``; and the
   largest difference between their outputs.
 * Cutout store codec: ``pipeline.store`` with the stamps uncompressed (the default) vs
@@ -31,7 +31,8 @@ from benchmarks.common import log  # noqa: E402
 
 
 def normalisation(stamps: np.ndarray, repeats: int) -> dict:
-    from lensnet import preprocess, preprocess_fast
+    from lensnet import preprocess
+    from lensnet.preprocess import fast as preprocess_fast
 
     seconds = {"float64 reference": [], "float32 (pipeline)": []}
     functions = {"float64 reference": preprocess.normalise, "float32 (pipeline)": preprocess_fast.normalise}

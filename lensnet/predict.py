@@ -23,8 +23,7 @@ import numpy as np
 import torch
 
 from lensnet.checkpoint import LoadedModel, ModelConfig
-from lensnet.preprocess_fast import normalise
-from lensnet.preprocess_torch import TORCH_NORMALISATIONS
+from lensnet.preprocess import normalise
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: Stamps per forward pass when the caller does not set one: small batches keep a CPU's
@@ -49,22 +48,20 @@ def preprocess(stamps: np.ndarray, config: ModelConfig) -> tuple[np.ndarray, np.
     """The normalisation named by the model's config; returns (inputs, had-bad-pixels).
 
     Float32 stamps go through the fast float32 implementation where one exists
-    (:mod:`lensnet.preprocess_fast`: within 2e-6 of the float64 reference, about 3.4x faster
+    (:mod:`lensnet.preprocess.fast`: within 2e-6 of the float64 reference, about 3.4x faster
     on a CPU, where the normalisation would otherwise cost as much as the forward pass).
     """
-    return normalise(stamps, config.normalisation, **config.normalisation_params)
+    return normalise(stamps, config, backend="fast")
 
 
 def prepare_inputs(stamps: np.ndarray, config: ModelConfig, device: torch.device) -> torch.Tensor | np.ndarray:
     """Normalised inputs for a model on ``device``.
 
     On a GPU, a normalisation with a torch implementation runs there (the NumPy versions
-    would leave the GPU waiting); elsewhere :func:`preprocess` runs.
+    would leave the GPU waiting); elsewhere :func:`preprocess` runs (the ``auto`` backend of
+    :func:`lensnet.preprocess.normalise`).
     """
-    if device.type == "cuda" and config.normalisation in TORCH_NORMALISATIONS:
-        raw = torch.from_numpy(np.ascontiguousarray(stamps, dtype=np.float32)).to(device, non_blocking=True)
-        return TORCH_NORMALISATIONS[config.normalisation](raw, **config.normalisation_params)
-    inputs, _ = preprocess(stamps, config)
+    inputs, _ = normalise(stamps, config, backend="auto", device=device)
     return inputs
 
 

@@ -34,7 +34,7 @@ from distributed import WorkerPlugin, get_worker
 
 from lensnet.checkpoint import LoadedModel, ModelConfig, load_model
 from lensnet.predict import DEFAULT_BATCH, forward_logits, forward_logits_fitting, preprocess, score_stamps
-from lensnet.preprocess_torch import TORCH_NORMALISATIONS
+from lensnet.preprocess import has_backend, normalise
 
 PLUGIN_NAME = "lensfinder-model"
 #: Shards read ahead per scoring task by its reader threads, and blocks staged ahead.
@@ -179,10 +179,9 @@ def _stage(block: _Block, parts: list[np.ndarray], normalisations: dict[str, Mod
         raw = host.to(device, non_blocking=True)
         events[1].record()
         for key, config in normalisations.items():
-            if config.normalisation in TORCH_NORMALISATIONS:
+            if has_backend(config, "torch"):
                 # Per stamp, in float64 with sorts: slices bound the device memory it needs.
-                normalise = TORCH_NORMALISATIONS[config.normalisation]
-                inputs = torch.cat([normalise(raw[start:start + GPU_NORMALISE_STAMPS], **config.normalisation_params)
+                inputs = torch.cat([normalise(raw[start:start + GPU_NORMALISE_STAMPS], config, backend="torch")[0]
                                     for start in range(0, n, GPU_NORMALISE_STAMPS)])
             else:  # no torch version: the CPU one, then a pinned copy
                 inputs = torch.from_numpy(preprocess(host.numpy(), config)[0]).pin_memory().to(device, non_blocking=True)

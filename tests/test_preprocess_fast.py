@@ -8,8 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from lensnet import preprocess, preprocess_fast
-from lensnet.preprocess_fast import ATOL, RTOL, asinh_stretch
+from lensnet import preprocess
+from lensnet.preprocess import fast as preprocess_fast
+from lensnet.preprocess.fast import ATOL, RTOL, asinh_stretch
 
 
 def _agree(got: np.ndarray, expected: np.ndarray) -> None:

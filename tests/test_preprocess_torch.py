@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from lensnet.preprocess import asinh_stretch as reference
-from lensnet.preprocess_torch import TORCH_NORMALISATIONS, asinh_stretch
+from lensnet.preprocess.torch_backend import TORCH_NORMALISATIONS, asinh_stretch
 
 
 @pytest.mark.parametrize("subtract_median", [True, False])
