@@ -36,7 +36,8 @@ from pipeline.inference import ModelPlugin
 from pipeline.merge import merge
 from pipeline.plan import Plan
 from pipeline.resume import RunDirectory, fingerprint, locked_output
-from pipeline.run import Phases, RunResult, _provenance, compute, load_ensemble, score_tasks
+from pipeline.phases import Phases, compute
+from pipeline.run import RunResult, _provenance, load_ensemble, score_tasks
 
 #: A file the adaptation writes beside an adapted checkpoint; recorded in the provenance.
 SELECTION_FUNCTION_FILE = "selection_function.json"

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import dask
 import pandas as pd
-from distributed import Client, as_completed, performance_report, progress
+from distributed import Client
 
 from catalogs.catalogue import CatalogueOptions
 from catalogs.crossmatch import load_known_lenses
@@ -32,6 +32,7 @@ from pipeline.config import Settings, SettingsError
 from pipeline.images import InputError, split_reference
 from pipeline.inference import ModelPlugin
 from pipeline.merge import merge
+from pipeline.phases import Phases, compute
 from pipeline.plan import Plan, make_plan
 from pipeline.resume import RunDirectory, file_identity, fingerprint, locked_output
 from pipeline.tasks import cut_shard, existing, score_shard, score_shards
@@ -196,60 +197,6 @@ def execute(prepared: PreparedRun, client: Client, log: Callable[[str], None] = 
     summary["phases_s"] = phases.rounded()
     run_dir.summary.write_text(json.dumps(summary, indent=2) + "\n")
     return RunResult(run_dir.root, run_dir.candidates, run_dir.failures, run_dir.store, report, summary)
-
-
-class Phases:
-    """Seconds spent in the named phases of a run (``summary.json``'s ``phases_s``).
-
-    ``with phases("merge"): ...`` adds the block's wall time to ``merge``. The phases of a
-    run: ``create_store`` (not when resuming), ``register_plugin`` (the models load on the
-    workers), ``compute`` (the cut and score tasks), ``performance_report`` (writing Dask's
-    report) and ``merge`` (the catalogue products); what they leave of ``seconds`` went to
-    the fingerprint, the provenance and the summary.
-    """
-
-    def __init__(self):
-        self.seconds: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def __call__(self, name: str):
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.add(name, time.perf_counter() - started)
-
-    def add(self, name: str, seconds: float) -> None:
-        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
-
-    def rounded(self, digits: int = 3) -> dict[str, float]:
-        return {name: round(value, digits) for name, value in self.seconds.items()}
-
-
-def compute(client: Client, tasks: list, report: Path, phases: Phases, progress: bool,
-            log: Callable[[str], None]) -> None:
-    """Run ``tasks`` under Dask's performance report (written to ``report``), timing both."""
-    report_context = performance_report(filename=str(report))
-    with report_context:
-        with phases("compute"):
-            futures = client.compute(tasks)
-            if progress and futures:
-                _show_progress(futures, log)
-            client.gather(futures)
-        writing = time.perf_counter()
-    phases.add("performance_report", time.perf_counter() - writing)
-
-
-def _show_progress(futures: list, log: Callable[[str], None]) -> None:
-    """A live bar in a terminal; in batch logs (no TTY), a line at every tenth of the shards."""
-    if sys.stdout.isatty():
-        progress(futures)
-        return
-    started, total, next_report = time.perf_counter(), len(futures), 0.1
-    for done, _ in enumerate(as_completed(futures), start=1):
-        if done / total >= next_report or done == total:
-            log(f"{done}/{total} shards scored ({time.perf_counter() - started:.0f} s)")
-            next_report = done / total + 0.1
 
 
 def _build_graph(plan: Plan, run_dir: RunDirectory, size_px: int, batch_size: int | None,
