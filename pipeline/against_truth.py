@@ -38,12 +38,70 @@ def measure(candidates: str | Path, truth: str | Path, n_bootstrap: int = 1000) 
     return row
 
 
+def compare_selection(candidates: str | Path, truth: str | Path, selection: str | Path) -> dict[str, Any]:
+    """True lenses' completeness against the injection-recovery selection function, bin by bin.
+
+    ``selection`` is the ``selection_function.json`` that ``python -m lensnet.adapt`` wrote
+    beside the adapted model that scored ``candidates``; the true lenses are counted at that
+    model's threshold in the same bins of θE and arc S/N, with the same (Wilson, 68%)
+    intervals, and each bin says whether the two intervals overlap.
+    """
+    from lensnet import metrics
+
+    report = json.loads(Path(selection).read_text())
+    scored = pd.read_parquet(candidates, columns=["object_id", "logit"])
+    known = pd.read_parquet(truth)
+    joined = scored.merge(known, left_on="object_id", right_on="id", how="inner")
+    is_lens = joined["is_lens"].to_numpy().astype(bool)
+    logit_threshold = float(report["adapted"]["threshold"]["logit"])
+    out: dict[str, Any] = {"threshold": report["adapted"]["threshold"], "bins": {}}
+    for column in ("theta_e_arcsec", "arc_snr"):
+        injected = report["adapted"]["by_bin"][column]
+        edges = [row["bin_lo"] for row in injected] + [injected[-1]["bin_hi"]]
+        table = metrics.completeness_by_bin(is_lens, joined["logit"].to_numpy(), logit_threshold,
+                                            joined[column].to_numpy(float), edges, confidence=0.6827,
+                                            interval="wilson").to_dict(orient="records")
+        rows = []
+        for mine, theirs in zip(table, injected, strict=True):
+            both = mine["n_lenses"] and theirs["n_lenses"]
+            rows.append({"bin_lo": theirs["bin_lo"], "bin_hi": theirs["bin_hi"],
+                         "true_lenses": mine["n_lenses"], "true_completeness": mine["completeness"],
+                         "true_interval_68": [mine["ci_lower"], mine["ci_upper"]],
+                         "injections": theirs["n_lenses"], "injection_completeness": theirs["completeness"],
+                         "injection_interval_68": [theirs["ci_lower"], theirs["ci_upper"]],
+                         "intervals_overlap": bool(both and mine["ci_lower"] <= theirs["ci_upper"]
+                                                   and theirs["ci_lower"] <= mine["ci_upper"]) if both else None})
+        out["bins"][column] = rows
+    return out
+
+
+def render_selection(comparison: dict[str, Any]) -> str:
+    """The bin-by-bin comparison as Markdown."""
+    lines = []
+    for column, rows in comparison["bins"].items():
+        lines += ["", f"| {column} | true lenses | completeness [68%] | injections | completeness [68%] | overlap |",
+                  "|---|---:|---|---:|---|---|"]
+        for row in rows:
+            if not row["true_lenses"] and not row["injections"]:
+                continue
+            def cell(value, interval):
+                return "—" if value is None else f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
+            lines.append(f"| {row['bin_lo']:.3g}–{row['bin_hi']:.3g} | {row['true_lenses']} | "
+                         f"{cell(row['true_completeness'], row['true_interval_68'])} | {row['injections']} | "
+                         f"{cell(row['injection_completeness'], row['injection_interval_68'])} | "
+                         f"{'—' if row['intervals_overlap'] is None else ('yes' if row['intervals_overlap'] else 'no')} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.against_truth", description=__doc__.splitlines()[0])
     parser.add_argument("run", help="a finished run directory (candidates.parquet)")
     parser.add_argument("truth", help="truth table: id, is_lens and optionally kind, theta_e_arcsec, arc_snr, ...")
     parser.add_argument("--json", help="also write the numbers to this JSON file")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    parser.add_argument("--selection-function", metavar="JSON",
+                        help="an adaptation's selection_function.json: compare its injection-recovery completeness "
+                             "with the true lenses' in the same θE and arc S/N bins")
     args = parser.parse_args(argv)
     try:
         row = measure(Path(args.run) / "candidates.parquet", args.truth, args.bootstrap)
@@ -54,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     print(crosssim.render_tables({"threshold": row["threshold"], "target_fpr": 0.01, "sets": {label: row}}))
     if row["unscored_truth_rows"]:
         print(f"({row['unscored_truth_rows']} truth rows were not scored by the run and are left out)")
+    if args.selection_function:
+        row["selection_function_comparison"] = compare_selection(Path(args.run) / "candidates.parquet", args.truth,
+                                                                 args.selection_function)
+        print(render_selection(row["selection_function_comparison"]))
     if args.json:
         from lensnet.evaluate import _json_safe
 

@@ -293,3 +293,22 @@ def test_a_run_is_measured_against_its_truth_table(finished_run, tiny_survey, tm
                                "--json", str(tmp_path / "row.json")]) == 0
     assert "AUROC" in capsys.readouterr().out and json.loads((tmp_path / "row.json").read_text())["n"] == len(joined)
     assert against_truth_main([str(finished_run), str(tmp_path / "missing.parquet")]) == 2
+
+
+def test_true_lenses_are_binned_like_the_injections(adapted, finished_run, tiny_survey, client, tmp_path):
+    from pipeline.against_truth import compare_selection, render_selection
+
+    settings = rescore_settings({"rescore": str(finished_run), "model": str(adapted), "progress": False,
+                                 "out": str(tmp_path / "rescored")})
+    rescored = execute_rescore(prepare_rescore(settings, log=lambda _: None), client, log=lambda _: None)
+    comparison = compare_selection(rescored.candidates, tiny_survey.truth_path, adapted / "selection_function.json")
+    truth = pd.read_parquet(tiny_survey.truth_path)
+    scored = pd.read_parquet(rescored.candidates)
+    lenses = truth[truth["is_lens"] & truth["id"].isin(scored["object_id"])]
+    for column in ("theta_e_arcsec", "arc_snr"):
+        rows = comparison["bins"][column]
+        assert sum(row["true_lenses"] for row in rows) == int(np.isfinite(lenses[column]).sum())
+        for row in rows:
+            if row["true_lenses"] and row["injections"]:
+                assert isinstance(row["intervals_overlap"], bool)
+    assert "true lenses" in render_selection(comparison)
