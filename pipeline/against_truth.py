@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from catalogs.layout import RunLayout
 from lensnet import crosssim
 
 
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                              "with the true lenses' in the same θE and arc S/N bins")
     args = parser.parse_args(argv)
     try:
-        row = measure(Path(args.run) / "candidates.parquet", args.truth, args.bootstrap)
+        row = measure(RunLayout(args.run).candidates, args.truth, args.bootstrap)
     except (OSError, ValueError, KeyError) as error:
         print(f"python -m pipeline.against_truth: error: {error}", file=sys.stderr)
         return 2
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     if row["unscored_truth_rows"]:
         print(f"({row['unscored_truth_rows']} truth rows were not scored by the run and are left out)")
     if args.selection_function:
-        row["selection_function_comparison"] = compare_selection(Path(args.run) / "candidates.parquet", args.truth,
+        row["selection_function_comparison"] = compare_selection(RunLayout(args.run).candidates, args.truth,
                                                                  args.selection_function)
         print(render_selection(row["selection_function_comparison"]))
     if args.json:
