@@ -46,7 +46,7 @@ from lensnet.data import SIMULATION_CACHE_ENV, cache_name, describe_spec, materi
 from lensnet.evaluate import score_stamps
 from lensnet.models import list_models
 from lensnet.predict import forward_images_per_second
-from lensnet.train import TrainConfig, _jsonable, train
+from lensnet.train import TrainConfig, jsonable, train
 
 __all__ = ["COMPARISON_FILE", "compare", "completeness_at_fpr", "materialise", "render_table"]
 
@@ -129,7 +129,7 @@ def compare(base: TrainConfig, architectures: list[str], out: str | Path, comman
         row["train_data"] = describe_spec(variants[name])
         rows.append(row)
     result = {
-        "recipe": _jsonable(dataclasses.asdict(dataclasses.replace(base, out=str(out)))),
+        "recipe": jsonable(dataclasses.asdict(dataclasses.replace(base, out=str(out)))),
         "data": {"train": {name: spec for name, spec in variants.items()}, "test": test_specs,
                  "n_test": {label: len(test.labels) for label, test in tests.items()}},
         "command": command,
@@ -137,7 +137,7 @@ def compare(base: TrainConfig, architectures: list[str], out: str | Path, comman
         "measured_on": _machine(),
         "rows": rows,
     }
-    (out / COMPARISON_FILE).write_text(json.dumps(_jsonable(result), indent=2) + "\n")
+    (out / COMPARISON_FILE).write_text(json.dumps(jsonable(result), indent=2) + "\n")
     (out / "comparison.md").write_text(render_table(result) + "\n")
     return result
 

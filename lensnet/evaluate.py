@@ -17,6 +17,9 @@ computed exactly from the ranked logits with :mod:`lensnet.metrics`:
 
 ``--out DIR`` receives ``report.json``, ``summary.txt``, ``scores.parquet`` (truth plus
 logit and score per stamp) and the PNG plots of :mod:`lensnet.plots`.
+
+Longer than the project's ~400-line guide: every number of an evaluation report is defined here,
+next to the others it is compared with; the side-by-side tables live in lensnet.crosssim.
 """
 
 from __future__ import annotations
@@ -276,7 +279,7 @@ def selection_function(truth: pd.DataFrame, logits: np.ndarray, logit_threshold:
                                             confidence=confidence, interval=interval)  # type: ignore[arg-type]
         result[column] = {"bins": edges.tolist(), "n_missing": int(np.isnan(values[is_lens]).sum()),
                           "rows": table.to_dict(orient="records")}
-    return _json_safe(result)
+    return json_safe(result)
 
 
 def full_report(truth: pd.DataFrame, logits: np.ndarray, threshold: float, train_prevalence: float,
@@ -324,15 +327,15 @@ def full_report(truth: pd.DataFrame, logits: np.ndarray, threshold: float, train
     for key in ("fpr_at_threshold", "completeness_theta_e_gt_1.4_snr_gt_20", "completeness_all_lenses"):
         if key in legacy:
             report[key] = legacy[key]
-    return _json_safe(report)
+    return json_safe(report)
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """Plain Python containers and numbers; NaN and infinities become None."""
     if isinstance(value, Mapping):
-        return {str(key): _json_safe(item) for key, item in value.items()}
+        return {str(key): json_safe(item) for key, item in value.items()}
     if isinstance(value, (list, tuple, np.ndarray)):
-        return [_json_safe(item) for item in value]
+        return [json_safe(item) for item in value]
     if isinstance(value, (np.integer, np.bool_)):
         return value.item()
     if isinstance(value, (float, np.floating)):
@@ -393,7 +396,7 @@ def _write(out: Path, report: dict[str, Any], stamp_set: StampSet, logits: np.nd
     scores = stamp_set.truth.copy()
     scores["logit"], scores["score"] = logits, _sigmoid(logits).astype(np.float32)
     scores.to_parquet(out / "scores.parquet")
-    report = _json_safe(report)
+    report = json_safe(report)
     (out / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False, default=str) + "\n")
     (out / "summary.txt").write_text(format_summary(report) + "\n")
     return report
@@ -437,7 +440,7 @@ def evaluate(model: str | Path, data: str | dict, out: str | Path | None = None,
                    "device": str(chosen), "seconds": round(time.perf_counter() - started, 1)})
     if out is not None:
         report = _write(Path(out), report, stamp_set, logits, plots)
-    return _json_safe(report)
+    return json_safe(report)
 
 
 def evaluate_sets(model: str | Path, specs: Sequence[str | dict | list], out: str | Path | None = None,
@@ -473,7 +476,7 @@ def evaluate_sets(model: str | Path, specs: Sequence[str | dict | list], out: st
                                    settings.seed, settings.target_fpr)
     report["model"] = {"name": loaded.config.name, "path": str(loaded.path),
                        "weights_sha256": loaded.weights_sha256, "tta": tta}
-    report = _json_safe(report)
+    report = json_safe(report)
     if out is not None:
         Path(out, "cross_simulator.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
         Path(out, "cross_simulator.md").write_text(crosssim.render_tables(report) + "\n")

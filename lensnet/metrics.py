@@ -16,6 +16,9 @@ References (plain text in ``shared/seeds``): Magro et al. (LEXACTUM) and Metcalf
 (2019) for TPR0/TPR10; Bom et al. 2022, eq. 6-7 (F_beta with beta^2 = 0.001) and Wilde
 et al., eq. 3 (beta = 0.03); Lanusse et al. 2018 (threshold at FPR = 1 per cent, sec. 5;
 prior shift, eq. 5, after Saerens, Latinne & Decaestecker 2002).
+
+Longer than the project's ~400-line guide: a library of small, independently tested metric
+functions that share one validated ranking; nothing else lives here.
 """
 
 from __future__ import annotations

@@ -16,6 +16,9 @@ normalisation are kept); ``--freeze-backbone`` then trains only the last linear 
 the rest of the network, batch-norm statistics included, left exactly as it was.
 ``--patience N`` stops once the validation loss has not improved for N epochs (the best
 checkpoint is kept, and a resumed run that had stopped stays stopped).
+
+Longer than the project's ~400-line guide: the recipe, its k-fold variant and the command line
+that types and documents every key of it are one unit, and splitting them would scatter TrainConfig.
 """
 
 from __future__ import annotations
@@ -43,8 +46,8 @@ from lensnet.data import StampSet, stamp_set_from_spec
 from lensnet.evaluate import evaluation_report, predict_logits
 from lensnet.preprocess import normalise
 
-__all__ = ["TrainConfig", "evaluation_report", "fold_directory", "holdout_split", "kfold_split", "predict_logits",
-           "summarise_folds", "train"]
+__all__ = ["TrainConfig", "evaluation_report", "fold_directory", "holdout_split", "jsonable", "kfold_split",
+           "predict_logits", "summarise_folds", "train"]
 
 #: Per-fold file written when a fold has finished training; ``cv_summary.json`` collects them.
 FOLD_RESULT_FILE = "validation.json"
@@ -307,9 +310,9 @@ def _fit(config: TrainConfig, data: StampSet, inputs: torch.Tensor, labels: torc
             best_val = val_loss
             model_config.threshold = _threshold(val_labels, val_logits, config.target_fpr)
             validation = _validation_metrics(val_labels, val_logits, epoch + 1, val_loss, model_config.threshold)
-            model_config.training = {"recipe": _jsonable(dataclasses.asdict(config)), "history": history,
+            model_config.training = {"recipe": jsonable(dataclasses.asdict(config)), "history": history,
                                      "data": {"path": config.data, "n_train": len(train_index), "n_val": n_val,
-                                              **_jsonable(data.attrs)},
+                                              **jsonable(data.attrs)},
                                      "validation": validation,
                                      "command": command or "", "device": _device_description(device)}
             if fold is not None:
@@ -331,7 +334,7 @@ def _fit(config: TrainConfig, data: StampSet, inputs: torch.Tensor, labels: torc
             if test_metrics is not None:
                 result["test"] = {key: test_metrics[key]["value"] for key in ("auroc", "average_precision", "tpr0",
                                                                              "tpr10")}
-            (out / FOLD_RESULT_FILE).write_text(json.dumps(_jsonable(result), indent=2) + "\n")
+            (out / FOLD_RESULT_FILE).write_text(json.dumps(jsonable(result), indent=2) + "\n")
     return out
 
 
@@ -352,7 +355,7 @@ def evaluate_checkpoint(out: Path, test: StampSet, config: TrainConfig, device: 
     loaded = load_model(out, device=device)
     logits = predict_logits(loaded.module, prepare_inputs(test.stamps, config), device)
     report = evaluation_report(test.truth, logits, loaded.config.threshold)
-    report["data"] = _jsonable(test.attrs)
+    report["data"] = jsonable(test.attrs)
     if "data_set" in test.truth:
         report["by_data"] = {}
         for label, rows in test.truth.groupby("data_set", sort=False).groups.items():
@@ -451,11 +454,12 @@ def _set_train_mode(module: torch.nn.Module, freeze_backbone: bool) -> None:
                 submodule.eval()
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``value`` with numpy scalars as Python numbers and tuples as lists, for JSON."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, (np.integer, np.floating)):
         return value.item()
     return value

@@ -118,9 +118,9 @@ def main(argv: list[str] | None = None) -> int:
                                                                  args.selection_function)
         print(render_selection(row["selection_function_comparison"]))
     if args.json:
-        from lensnet.evaluate import _json_safe
+        from lensnet.evaluate import json_safe
 
-        Path(args.json).write_text(json.dumps(_json_safe(row), indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(json_safe(row), indent=2) + "\n")
     return 0
 
 

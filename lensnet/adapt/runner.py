@@ -17,6 +17,9 @@ whose headers may give the zero points and PSF). Writes into ``OUT`` (default
 
 Everything is resumable: rerunning the same command reuses the injected sets and resumes
 training. Another recipe in the same ``OUT`` is refused without ``--force``.
+
+Longer than the project's ~400-line guide: the adaptation's steps (read the run, build the sets,
+fine-tune, measure, report) are one resumable sequence; the science is in hosts.py and inject.py.
 """
 
 from __future__ import annotations
@@ -394,9 +397,9 @@ def measure_selection(config: AdaptConfig, parent: str, out: Path) -> dict[str, 
 
 
 def _write_report(out: Path, report: dict[str, Any]) -> None:
-    from lensnet.evaluate import _json_safe
+    from lensnet.evaluate import json_safe
 
-    safe = _json_safe(report)
+    safe = json_safe(report)
     (out / f"{SELECTION_FILE}.json").write_text(json.dumps(safe, indent=2, allow_nan=False) + "\n")
     (out / f"{SELECTION_FILE}.md").write_text(render_report(safe) + "\n")
     plot_selection(safe, out / f"{SELECTION_FILE}.png")

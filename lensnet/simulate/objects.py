@@ -33,6 +33,9 @@ S0s), spirals with blue arms, ring galaxies (collisional, resonance, faint outer
 round ellipticals), discs with star-forming inner rings, mergers with tidal tails, red
 galaxies with close blue (some tangentially elongated) companions, and edge-on discs (some
 with a dust lane).
+
+Longer than the project's ~400-line guide: one drawer per kind of object, all in one place so that
+their brightness and size distributions can be kept alike (no shortcut between lenses and look-alikes).
 """
 
 from __future__ import annotations

@@ -26,6 +26,9 @@ galaxies from discy to de Vaucouleurs, bright to faint. Non-lenses share the len
 brightness distribution and carry every feature a lens has somewhere in the population:
 rings (collisional, resonant, faint shells around ellipticals, star-forming rings in
 discs), blue tangential companions, spiral arms, tidal tails, dust lanes.
+
+Longer than the project's ~400-line guide: one drawer per kind of object, kept together for the
+same reason as the lenstronomy engine's (matched brightness and size distributions across kinds).
 """
 
 from __future__ import annotations
