@@ -125,16 +125,26 @@ def render_card(directory: str | Path) -> str:
         from lensnet.crosssim import render_tables
 
         result = json.loads(evaluation.read_text())
-        lines += [
-            "",
-            "## Cross-simulator evaluation",
-            "Held-out sets of each simulator, measured by `lensnet.evaluate` (bootstrap 95% intervals); the "
-            "sanity table counts unmistakable lenses (θE > 1.2″, arc S/N > 50, complete rings, crosses and long "
-            "arcs) and each kind of look-alike above the model's threshold. Command: "
-            f"`{result.get('command', '')}`.",
-            "",
-            render_tables(result),
-        ]
+        if "sets" in result:
+            lines += [
+                "",
+                "## Cross-simulator evaluation",
+                "Held-out sets of each simulator, measured by `lensnet.evaluate` (bootstrap 95% intervals); the "
+                "sanity table counts unmistakable lenses (θE > 1.2″, arc S/N > 50, complete rings, crosses and "
+                "long arcs) and each kind of look-alike above the model's threshold. Command: "
+                f"`{result.get('command', '')}`.",
+                "",
+                render_tables(result),
+            ]
+        if result.get("surveys"):
+            from lensnet.crosssim import render_rows
+
+            lines += ["", "## Mock surveys through run_survey.py",
+                      "Whole mock surveys (FITS tiles and a catalogue) run by `run_survey.py` with this model and "
+                      "measured against their truth by `python -m pipeline.against_truth` (bootstrap 95% intervals):",
+                      "", render_rows(result["surveys"], "survey"), ""]
+            lines += [f"- {label}: {row.get('description', '')} Command: `{row.get('command', '')}`."
+                      for label, row in result["surveys"].items()]
     comparison = directory / "comparison.json"
     if comparison.is_file():
         from lensnet.compare import render_table

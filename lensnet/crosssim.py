@@ -125,12 +125,12 @@ def _fmt(entry: dict[str, Any] | None) -> str:
     return f"{entry['value']:.4f}"
 
 
-def render_tables(report: dict[str, Any]) -> str:
-    """The cross-simulator table and the sanity table of the combined sets, as Markdown."""
-    lines = ["| held-out set | stamps (lenses) | AUROC [95%] | TPR0 | TPR10 | completeness θE>1.4″, S/N>20 at "
+def render_rows(rows: dict[str, dict[str, Any]], first_column: str = "held-out set") -> str:
+    """The cross-simulator table (one row per stamp set or survey) as Markdown."""
+    lines = [f"| {first_column} | stamps (lenses) | AUROC [95%] | TPR0 | TPR10 | completeness θE>1.4″, S/N>20 at "
              "FPR ≤ 1% [95%] | at the model's threshold (FPR there) |",
              "|---|---|---|---|---|---|---|"]
-    for label, row in report["sets"].items():
+    for label, row in rows.items():
         bright = row.get("completeness_bright_at_fpr") or {}
         at_threshold = row.get("completeness_bright_at_threshold")
         fpr = row.get("fpr_at_threshold")
@@ -141,10 +141,24 @@ def render_tables(report: dict[str, Any]) -> str:
             f"{_fmt(bright)} ({bright.get('n_detected', 0)}/{bright.get('n_lenses', 0)}) | "
             f"{'—' if at_threshold is None else f'{at_threshold:.4f}'} "
             f"({'—' if fpr is None else f'{fpr:.4f}'}) |")
-    combined = report["sets"].get("all") or next(iter(report["sets"].values()))
-    lines += ["", f"At the model's threshold (p ≥ {report['threshold']:.4f}), all sets together:", "",
-              sanity.format_rows(combined["sanity"])]
     return "\n".join(lines)
+
+
+def render_tables(report: dict[str, Any]) -> str:
+    """The cross-simulator table and the sanity table of the combined sets, as Markdown."""
+    combined = report["sets"].get("all") or next(iter(report["sets"].values()))
+    lines = [render_rows(report["sets"]), "", f"At the model's threshold (p ≥ {report['threshold']:.4f}), all sets "
+             "together:", "", sanity.format_rows(combined["sanity"])]
+    return "\n".join(lines)
+
+
+def record_survey(directory: str | Path, label: str, row: dict[str, Any], details: dict[str, Any]) -> Path:
+    """Add a whole survey's row (``pipeline.against_truth --record``) to ``evaluation.json``."""
+    path = Path(directory) / EVALUATION_FILE
+    content = json.loads(path.read_text()) if path.is_file() else {}
+    content.setdefault("surveys", {})[label] = {**row, **details}
+    path.write_text(json.dumps(content, indent=2, allow_nan=False, default=_json_default) + "\n")
+    return path
 
 
 def record(directory: str | Path, report: dict[str, Any], command: str, data: Sequence[Any]) -> Path:
@@ -152,6 +166,10 @@ def record(directory: str | Path, report: dict[str, Any], command: str, data: Se
     path = Path(directory) / EVALUATION_FILE
     content = {**report, "command": command, "data": list(data),
                "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if path.is_file():  # keep the surveys recorded by pipeline.against_truth
+        surveys = json.loads(path.read_text()).get("surveys")
+        if surveys:
+            content["surveys"] = surveys
     path.write_text(json.dumps(content, indent=2, allow_nan=False, default=_json_default) + "\n")
     return path
 

@@ -100,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("truth", help="truth table: id, is_lens and optionally kind, theta_e_arcsec, arc_snr, ...")
     parser.add_argument("--json", help="also write the numbers to this JSON file")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    parser.add_argument("--record", metavar="CHECKPOINT",
+                        help="add this survey's row to the checkpoint's evaluation.json (its model card shows it)")
+    parser.add_argument("--label", help="the survey's name in the recorded table (default: the truth's folder)")
+    parser.add_argument("--description", default="", help="one sentence on the survey, for the model card")
     parser.add_argument("--selection-function", metavar="JSON",
                         help="an adaptation's selection_function.json: compare its injection-recovery completeness "
                              "with the true lenses' in the same θE and arc S/N bins")
@@ -117,6 +121,17 @@ def main(argv: list[str] | None = None) -> int:
         row["selection_function_comparison"] = compare_selection(RunLayout(args.run).candidates, args.truth,
                                                                  args.selection_function)
         print(render_selection(row["selection_function_comparison"]))
+    if args.record:
+        from lensnet.evaluate import json_safe
+
+        label = args.label or Path(args.truth).resolve().parent.name
+        summary = {key: row[key] for key in ("n", "n_lenses", "auroc", "tpr0", "tpr10", "completeness_bright_at_fpr",
+                                              "completeness_bright_at_threshold", "fpr_at_threshold", "sanity",
+                                              "threshold") if key in row}
+        command = "python -m pipeline.against_truth " + " ".join(argv if argv is not None else sys.argv[1:])
+        path = crosssim.record_survey(args.record, label, json_safe(summary), {
+            "description": args.description, "command": command, "run": str(Path(args.run).resolve())})
+        print(f"recorded: {path}")
     if args.json:
         from lensnet.evaluate import json_safe
 

@@ -293,6 +293,27 @@ def test_a_run_is_measured_against_its_truth_table(finished_run, tiny_survey, tm
                                "--json", str(tmp_path / "row.json")]) == 0
     assert "AUROC" in capsys.readouterr().out and json.loads((tmp_path / "row.json").read_text())["n"] == len(joined)
     assert against_truth_main([str(finished_run), str(tmp_path / "missing.parquet")]) == 2
+    # recorded beside a checkpoint, the survey's row appears in its model card
+    from lensnet.card import render_card
+
+    model = tmp_path / "model"
+    shutil.copytree(_tiny_checkpoint(tmp_path), model)
+    assert against_truth_main([str(finished_run), str(tiny_survey.truth_path), "--bootstrap", "20", "--record",
+                               str(model), "--label", "tiny mock", "--description", "A tiny mock survey."]) == 0
+    card = render_card(model)
+    assert "## Mock surveys through run_survey.py" in card and "| tiny mock |" in card
+    assert "A tiny mock survey." in card
+
+
+def _tiny_checkpoint(tmp_path):
+    import torch
+
+    from lensnet.checkpoint import ModelConfig, save_checkpoint
+
+    torch.manual_seed(0)
+    config = ModelConfig(architecture="lensresnet-tiny", bands=["g", "r", "i"], stamp_size_px=32,
+                         pixel_scale_arcsec=0.2, normalisation="asinh_stretch", name="card-test")
+    return save_checkpoint(config.build(), config, tmp_path / "card-source")
 
 
 def test_true_lenses_are_binned_like_the_injections(adapted, finished_run, tiny_survey, client, tmp_path):
