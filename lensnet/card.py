@@ -150,12 +150,13 @@ def render_card(directory: str | Path) -> str:
         from lensnet.compare import render_table
 
         result = json.loads(comparison.read_text())
+        variants = any(row.get("variant") for row in result.get("rows", []))
         lines += [
             "",
-            "## Architecture comparison",
-            f"Every architecture below was trained with one recipe on the same stamps and measured on the same "
-            f"held-out set by `python -m lensnet.compare` (`{comparison.name}` next to this card; the budget of that "
-            "comparison is in its recipe line, and may be smaller than this model's own).",
+            "## Training-data comparison" if variants else "## Architecture comparison",
+            f"Every {'training set' if variants else 'architecture'} below was trained with one recipe and measured "
+            f"on the same held-out sets by `python -m lensnet.compare` (`{comparison.name}` next to this card; the "
+            "budget of that comparison is in its recipe line, and may be smaller than this model's own).",
             "",
             render_table(result),
         ]

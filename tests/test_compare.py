@@ -112,3 +112,20 @@ def test_variants_must_be_named(tmp_path):
         compare.parse_args([*argv, "--variant", "nameless"])
     *_, variants = compare.parse_args([*argv, "--variant", "both=[a, b]", "--variant", "one=c"])
     assert variants == {"both": ["a", "b"], "one": "c"}
+
+
+def test_a_training_data_comparison_is_named_so_in_the_card(tiny_model, tmp_path):
+    import shutil
+
+    from lensnet.card import render_card
+
+    checkpoint = tmp_path / "model"
+    shutil.copytree(tiny_model, checkpoint)
+    result = {"recipe": {"epochs": 4, "batch_size": 256, "learning_rate": 0.003, "seed": 0},
+              "data": {"train": {"lenstronomy": "a"}, "test": ["a-test", "b-test"], "n_test": {"x": 1}},
+              "command": "c", "measured_on": "a CPU", "note": "",
+              "rows": [_row("lensresnet-fast", 0.97, "lenstronomy", other=0.70)]}
+    (checkpoint / compare.COMPARISON_FILE).write_text(json.dumps(result))
+    card = render_card(checkpoint)
+    assert "## Training-data comparison" in card and "## Architecture comparison" not in card
+    assert "Every training set below" in card
