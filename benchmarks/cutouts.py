@@ -12,8 +12,11 @@ float32 stamps (n, bands, S, S), NaN outside the image:
   ``n / subset``-th, so edge objects are sampled too) and its cost per object is
   extrapolated to all of them; the report says so.
 
-Both run on the same files, with the page cache warm (the files were just written;
-the first, colder pass of each is reported too). The stamps are checked to be identical:
+The two run in interleaved rounds (ours, Cutout2D, ours, Cutout2D, ...) on the same files.
+The first round is the cold one (the files were just written, so the page cache holds
+them, but first calls still pay for imports and caches) and is reported apart; the
+speed-up is computed per warm round (Cutout2D's seconds per object over ours, same
+round) and summarised by its median and spread. The stamps are checked to be identical:
 ``Cutout2D`` centres an even-sized cutout half a pixel differently (its origin is
 ``ceil(x - S/2)``, the project's ``floor(x + 0.5) - S//2``), so the check feeds
 ``cut_stamps`` Cutout2D's integer centre.
@@ -22,14 +25,13 @@ the first, colder pass of each is reported too). The stamps are checked to be id
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from benchmarks.common import CpuWatch, log
+from benchmarks.common import interleaved, log, paired_ratios, per_second, spread
 from pipeline.cutouts import cut_stamps
 from pipeline.images import read_image
 from pipeline.mock import tan_header
@@ -79,6 +81,7 @@ def cutout2d_cutouts(paths: dict[str, Path], ra: np.ndarray, dec: np.ndarray, si
 
 
 def measure(tile_px: int, n_objects: int, subset: int, size_px: int, repeats: int) -> dict:
+    """Ours vs Cutout2D in one cold and ``repeats`` warm interleaved rounds; see the module doc."""
     with tempfile.TemporaryDirectory(prefix="bench-cutouts-") as scratch:
         paths, wcs = write_tile(Path(scratch), tile_px)
         rng = np.random.default_rng(1)
@@ -87,42 +90,45 @@ def measure(tile_px: int, n_objects: int, subset: int, size_px: int, repeats: in
         y = rng.uniform(-0.5, tile_px - 0.5, n_objects)
         ra, dec = wcs.all_pix2world(x, y, 0)
         pick = np.linspace(0, n_objects - 1, subset).astype(int)
+        last: dict[str, np.ndarray] = {}
 
-        # Interleave the two methods; best of `repeats` each.
-        project_s, baseline_s = [], []
-        watch = CpuWatch()
-        for _ in range(repeats):
-            started = time.perf_counter()
-            project_cutouts(paths, wcs, ra, dec, size_px)
-            project_s.append(time.perf_counter() - started)
-            started = time.perf_counter()
-            baseline = cutout2d_cutouts(paths, ra[pick], dec[pick], size_px)
-            baseline_s.append(time.perf_counter() - started)
-        watched = watch.stop()
+        def with_cutout2d() -> None:
+            last["baseline"] = cutout2d_cutouts(paths, ra[pick], dec[pick], size_px)
+
+        timings = interleaved({"project": lambda: project_cutouts(paths, wcs, ra, dec, size_px),
+                               "cutout2d": with_cutout2d}, repeats, cold_rounds=1)
 
         # Same pixels, given Cutout2D's centring of even-sized cutouts.
         px, py = wcs.all_world2pix(ra[pick], dec[pick], 0)
         cx, cy = np.ceil(px - size_px / 2) + size_px // 2, np.ceil(py - size_px / 2) + size_px // 2
         aligned = np.stack([cut_stamps(read_image(p), cx, cy, size_px)[0] for p in paths.values()], axis=1)
-        identical = float(np.mean([np.array_equal(a, b, equal_nan=True) for a, b in zip(aligned, baseline)]))
+        identical = float(np.mean([np.array_equal(a, b, equal_nan=True) for a, b in zip(aligned, last["baseline"])]))
 
-    project_per_object = min(project_s) / n_objects
-    baseline_per_object = min(baseline_s) / subset
+    project, cutout2d = timings["project"], timings["cutout2d"]
+    project_rates = spread(per_second(n_objects, project["warm_s"]))
+    baseline_rates = spread(per_second(subset, cutout2d["warm_s"]))
+    # Per round: Cutout2D's seconds per object / ours, i.e. our rate / its rate in the same round.
+    speed_up = paired_ratios(per_second(n_objects, project["warm_s"]), per_second(subset, cutout2d["warm_s"]))
     result = {
         "tile_px": tile_px, "bands": len(BANDS), "stamp_px": size_px, "objects": n_objects,
         "baseline_objects_timed": subset, "baseline_extrapolated": subset < n_objects,
-        "repeats": repeats,
-        "project_s_all": [round(s, 4) for s in project_s],
-        "baseline_s_all": [round(s, 4) for s in baseline_s],
-        "project_cutouts_per_s": 1 / project_per_object,
-        "baseline_cutouts_per_s": 1 / baseline_per_object,
-        "project_first_pass_cutouts_per_s": n_objects / project_s[0],
-        "baseline_s_extrapolated_to_all": baseline_per_object * n_objects,
-        "speed_up": baseline_per_object / project_per_object,
+        "repeats": repeats, "n": speed_up["n"],
+        "statistic": "median of warm interleaved rounds; speed-up per round",
+        "project_timing": project, "baseline_timing": cutout2d,
+        "project_s_all": project["all_s"], "baseline_s_all": cutout2d["all_s"],
+        "project_cutouts_per_s": project_rates["median"], "project_cutouts_per_s_spread": project_rates,
+        "baseline_cutouts_per_s": baseline_rates["median"], "baseline_cutouts_per_s_spread": baseline_rates,
+        "project_first_pass_cutouts_per_s": n_objects / project["cold_s"],
+        "baseline_first_pass_cutouts_per_s": subset / cutout2d["cold_s"],
+        "cold_speed_up": (cutout2d["cold_s"] / subset) / (project["cold_s"] / n_objects),
+        "baseline_s_extrapolated_to_all": n_objects / baseline_rates["median"],
+        "speed_up": speed_up["median"], "speed_up_spread": speed_up,
         "identical_stamps_fraction": identical,
         "unit": "one cutout = one object in all bands",
-        **watched,
+        **{key: project[key] for key in ("load_before", "load_after", "other_cores", "steal_cores",
+                                         "other_cores_per_round") if key in project},
     }
-    log(f"  cutouts: project {result['project_cutouts_per_s']:,.0f}/s, Cutout2D {result['baseline_cutouts_per_s']:,.0f}/s"
-        f" -> {result['speed_up']:.0f}x (identical: {identical:.0%})")
+    log(f"  cutouts: project {project_rates['median']:,.0f}/s, Cutout2D {baseline_rates['median']:,.0f}/s -> "
+        f"{speed_up['median']:.0f}x [{speed_up['min']:.0f}-{speed_up['max']:.0f}] over {speed_up['n']} warm rounds "
+        f"(cold {result['cold_speed_up']:.0f}x; identical: {identical:.0%})")
     return result

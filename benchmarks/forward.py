@@ -4,9 +4,14 @@ Roofline fraction = FLOPs per image (``benchmarks/models.py``: convolutions and 
 products, multiply-add = 2) x images/s / fp32 matmul FLOP/s measured on this machine at
 the same torch thread count in the same run (``benchmarks/peak.py``).
 
+Every registered model is timed in interleaved rounds (model 1, 2, ..., 1, 2, ...): the
+first round is cold and reported apart, the rest give the median images/s with its
+spread.
+
 For the default model (``lensnet.load_model("default")``) a sequence of variants is
-tried, each timed interleaved with the current best (best of several rounds), and kept
-only where it gains more than ``KEEP_MARGIN``:
+tried, each timed interleaved with the current best (A B A B ...: one cold round, then
+the warm ones), and kept only where the median over warm rounds of its per-round speed
+ratio to the stage's baseline (t_baseline_i / t_variant_i) exceeds 1 + ``KEEP_MARGIN``:
 
 1. grad mode: plain call, ``torch.no_grad``, ``torch.inference_mode`` (the pipeline's);
 2. memory format and batch-norm folding: NCHW, channels_last, folded BN
@@ -27,59 +32,64 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from benchmarks.common import TIMING_KEYS, CpuWatch, log, round_robin
+from benchmarks.common import TIMING_KEYS, interleaved, log, paired_ratios, per_second, scale_spread, spread
 from benchmarks.fold import fold_batchnorm
-from benchmarks.models import flops_per_image, images_per_second, make_inputs
+from benchmarks.models import flops_per_image, make_inputs
 from lensnet.models import create_model, list_models, model_spec
 
-#: A variant replaces the current best only if it is this much faster (best of rounds).
+#: A variant replaces the current best only if it is this much faster (median per-round ratio).
 KEEP_MARGIN = 0.10
 #: The pipeline's current settings (pipeline/inference.py, pipeline/config.py).
 PIPELINE_BATCH = 256
 BATCHES = (8, 16, 32, 64, 128, 256, 512)
 BATCHES_QUICK = (16, 128)
+#: Warm rounds per comparison (after one cold round): run_all.py's full run and --quick.
+WARM_ROUNDS = 5
+WARM_ROUNDS_QUICK = 2
 
 
-def all_models(bands: int, batch: int, repeats: int, peak_flops: float, device: str = "cpu",
-               budget_s: float = 6.0) -> list[dict]:
-    """Parameters, FLOPs/image, best images/s and roofline fraction of every registered model."""
-    rows = []
+def all_models(bands: int, batch: int, repeats: int, peak_flops: float, device: str = "cpu") -> list[dict]:
+    """Parameters, FLOPs/image, median images/s and roofline fraction of every registered model.
+
+    The models are timed in interleaved rounds (one batch each per round): one cold round,
+    then ``repeats`` warm ones, so that a burst of other work hits all models alike.
+    """
+    models, rows, functions = {}, {}, {}
     for name in list_models():
         torch.manual_seed(0)
         model = create_model(name, bands=bands).eval().to(device)
         inputs = make_inputs(model, name, bands, batch)
         inputs = tuple(t.to(device) for t in inputs) if isinstance(inputs, tuple) else inputs.to(device)
-        flops = flops_per_image(model, inputs)
-        watch = CpuWatch()
-        # models.images_per_second returns the median of its iterations; one iteration per
-        # call (the first with a warm-up batch) and the best call is the best of up to
-        # `repeats` (at least 2, fewer than `repeats` only once `budget_s` is spent).
-        rates, started = [], time.perf_counter()
-        for i in range(repeats):
-            rates.append(images_per_second(model, inputs, warmup=1 if i == 0 else 0, iters=1)[0])
-            if i >= 1 and time.perf_counter() - started > budget_s:
-                break
-        if device == "cuda":  # untested here: the timings above do not synchronise per batch
-            torch.cuda.synchronize()
-        rate = max(rates)
-        rows.append({
+        models[name] = model
+        rows[name] = {
             "name": name,
             "input_size_px": list(model_spec(name).input_size_px),
             "bands": bands,
             "batch": batch,
             "parameters": sum(p.numel() for p in model.parameters()),
-            "flops_per_image": flops,
-            "images_per_s": rate,
-            "images_per_s_all": [round(r, 2) for r in rates],
-            "repeats": len(rates),
-            "achieved_flops_per_s": flops * rate,
-            "roofline_fraction": flops * rate / peak_flops,
-            **watch.stop(),
+            "flops_per_image": flops_per_image(model, inputs),
+        }
+
+        def one_batch(model=model, inputs=inputs) -> None:
+            with torch.inference_mode():
+                model(inputs)
+        functions[name] = one_batch
+    sync = torch.cuda.synchronize if device == "cuda" else None  # untested on the CPU machine
+    timings = interleaved(functions, repeats, cold_rounds=1, synchronize=sync)
+    for name, row in rows.items():
+        timing = timings[name]
+        rate = spread(per_second(batch, timing["warm_s"]))
+        row.update({
+            "images_per_s": rate["median"],
+            "images_per_s_spread": rate,
+            "images_per_s_cold": batch / timing["cold_s"],
+            "achieved_flops_per_s": row["flops_per_image"] * rate["median"],
+            "roofline_fraction": row["flops_per_image"] * rate["median"] / peak_flops,
+            **timing,
         })
-        log(f"  {name:28s} {flops / 1e9:7.3f} GFLOP/img {rate:9.1f} img/s "
-            f"{100 * flops * rate / peak_flops:5.1f}% of matmul peak")
-        del model
-    return rows
+        log(f"  {name:28s} {row['flops_per_image'] / 1e9:7.3f} GFLOP/img {rate['median']:9.1f} img/s "
+            f"[{rate['min']:.1f}-{rate['max']:.1f}] {100 * row['roofline_fraction']:5.1f}% of matmul peak")
+    return list(rows.values())
 
 
 def _pass(model: Callable, inputs: torch.Tensor, batch: int, context, threads: int) -> Callable[[], None]:
@@ -128,23 +138,27 @@ class VariantSearch:
         functions = {name: _pass(v["model"], self.inputs_for(v["channels_last"]), v["batch"], v["context"],
                                  v.get("threads", self.threads))
                      for name, v in variants.items()}
-        timings = round_robin(functions, self.rounds, warmup=1)
+        timings = interleaved(functions, self.rounds, cold_rounds=1)
         torch.set_num_threads(self.threads)
         results = {}
         for name, variant in variants.items():
             threads = variant.get("threads", self.threads)
-            rate = self.images / timings[name]["best_s"]
+            rates = spread(per_second(self.images, timings[name]["warm_s"]))
+            rate = rates["median"]
             variant["images_per_s"] = rate
             results[name] = {
                 "stage": stage, "variant": name, "threads": threads, "batch": variant["batch"],
-                "channels_last": variant["channels_last"], "images_per_s": rate,
+                "channels_last": variant["channels_last"], "images_per_s": rate, "images_per_s_spread": rates,
+                "images_per_s_cold": self.images / timings[name]["cold_s"],
                 "roofline_fraction": self.flops * rate / self.peak[threads],
+                "roofline_fraction_spread": scale_spread(rates, self.flops / self.peak[threads]),
                 "max_abs_logit_difference": _max_difference(
                     variant["model"], self.reference, self.check[:variant["batch"]].contiguous(
                         memory_format=torch.channels_last if variant["channels_last"] else torch.contiguous_format)),
                 **{key: timings[name][key] for key in TIMING_KEYS if key in timings[name]},
             }
-            log(f"  [{stage}] {name:44s} {rate:8.1f} img/s {100 * results[name]['roofline_fraction']:5.1f}% roofline")
+            log(f"  [{stage}] {name:44s} {rate:8.1f} img/s [{rates['min']:.1f}-{rates['max']:.1f}] "
+                f"{100 * results[name]['roofline_fraction']:5.1f}% roofline")
         self.trials.extend(results.values())
         return results
 
@@ -152,34 +166,43 @@ class VariantSearch:
                        baseline_name: str, prefer_simplest: bool = False) -> str:
         """Make the fastest candidate the best if it beats ``baseline_name`` by KEEP_MARGIN.
 
-        With ``prefer_simplest``, the first candidate (in the order given, simplest first)
-        that is within KEEP_MARGIN of the fastest is kept instead: a gain smaller than the
-        noise does not justify the extra machinery.
+        Speed is compared per round: ``t_baseline_i / t_candidate_i`` for each warm round
+        i, and the median of these ratios is the candidate's gain (a single lucky round
+        cannot make a variant win). With ``prefer_simplest``, the first candidate (in the
+        order given, simplest first) whose median ratio is within KEEP_MARGIN of the
+        fastest's is kept instead: a gain smaller than the noise does not justify the
+        extra machinery.
         """
-        rate = {name: results[name]["images_per_s"] for name in candidates}
-        base_rate = rate[baseline_name]
-        fastest = max(candidates, key=rate.get)
-        gain = rate[fastest] / base_rate - 1
+        baseline_s = results[baseline_name]["warm_s"]
+        for name in candidates:
+            ratio = paired_ratios(baseline_s, results[name]["warm_s"])
+            results[name]["ratio_vs_stage_baseline"] = ratio
+            results[name]["gain_vs_stage_baseline"] = ratio["median"] - 1
+        ratio = {name: results[name]["ratio_vs_stage_baseline"]["median"] for name in candidates}
+        fastest = max(candidates, key=ratio.get)
+        gain = ratio[fastest] - 1
         kept = baseline_name
         if gain > KEEP_MARGIN:
             kept = fastest
             if prefer_simplest:
                 kept = next(name for name in candidates
-                            if rate[name] >= rate[fastest] / (1 + KEEP_MARGIN)
-                            and rate[name] > base_rate * (1 + KEEP_MARGIN))
+                            if ratio[name] >= ratio[fastest] / (1 + KEEP_MARGIN) and ratio[name] > 1 + KEEP_MARGIN)
         for name in candidates:
-            results[name]["gain_vs_stage_baseline"] = rate[name] / base_rate - 1
             results[name]["kept"] = name == kept
         self.best = {**candidates[kept], "name": kept}
-        log(f"  [{stage}] kept: {kept} ({100 * gain:+.1f}% for the fastest, {fastest}, vs {baseline_name})")
+        low, high = (results[fastest]["ratio_vs_stage_baseline"][key] - 1 for key in ("min", "max"))
+        log(f"  [{stage}] kept: {kept} ({100 * gain:+.1f}% median per-round gain for the fastest, {fastest} "
+            f"[{100 * low:+.1f}% to {100 * high:+.1f}%], vs {baseline_name})")
         return kept
 
 
 def default_model_variants(threads: int, peak: dict[int, float], quick: bool, compile_model: bool,
-                           inputs=None) -> dict[str, Any]:
+                           inputs=None, warm_rounds: int | None = None) -> dict[str, Any]:
     """The variant search described in the module docstring; returns every trial and the choices.
 
-    ``inputs``: normalised stamps (n, 3, 64, 64) to time on (random normal ones if None).
+    ``inputs``: normalised stamps (n, 3, 64, 64) to time on (random normal ones if None);
+    ``warm_rounds``: per comparison, after the cold one (default ``WARM_ROUNDS``, or
+    ``WARM_ROUNDS_QUICK`` with ``quick``).
     """
     import lensnet
 
@@ -187,7 +210,8 @@ def default_model_variants(threads: int, peak: dict[int, float], quick: bool, co
     loaded = lensnet.load_model("default")
     module = loaded.module
     flops = flops_per_image(module, torch.randn(1, 3, 64, 64))
-    search = VariantSearch(module, images=128 if quick else 512, rounds=2 if quick else 4, threads=threads,
+    search = VariantSearch(module, images=128 if quick else 512,
+                           rounds=warm_rounds or (WARM_ROUNDS_QUICK if quick else WARM_ROUNDS), threads=threads,
                            peak=peak, flops=flops,
                            inputs=None if inputs is None else torch.as_tensor(inputs, dtype=torch.float32))
     base = dict(search.best)
@@ -241,9 +265,12 @@ def default_model_variants(threads: int, peak: dict[int, float], quick: bool, co
         stage = {"1 thread": {**best, "threads": 1}, f"{threads} threads": {**best, "threads": threads}}
         results = search.compare("threads", stage)
         one, many = results["1 thread"], results[f"{threads} threads"]
+        for name in stage:  # per-round speed-up over 1 thread
+            results[name]["ratio_vs_stage_baseline"] = paired_ratios(one["warm_s"], results[name]["warm_s"])
+        speed_up = many["ratio_vs_stage_baseline"]
         choices["threads_compare"] = {
             "1": one["images_per_s"], str(threads): many["images_per_s"],
-            "speed_up": many["images_per_s"] / one["images_per_s"],
+            "speed_up": speed_up["median"], "speed_up_spread": speed_up,
             "roofline_fraction_1": one["roofline_fraction"], f"roofline_fraction_{threads}": many["roofline_fraction"]}
     choices["best"] = {"name": search.best["name"], "batch": search.best["batch"],
                        "channels_last": search.best["channels_last"]}
@@ -296,7 +323,7 @@ def _profile(module: nn.Module, threads: int, inputs: torch.Tensor, batch: int =
 def cuda_forward(batch_sizes=(256, 1024, 4096), images: int = 8192) -> dict:
     """GPU forward throughput of the default model, fp32 and bf16 autocast (untested here)."""
     import lensnet
-    from benchmarks.common import best_time
+    from benchmarks.common import repeated_time
 
     loaded = lensnet.load_model("default", device="cuda")
     x = torch.randn(images, 3, 64, 64, device="cuda")
@@ -307,6 +334,8 @@ def cuda_forward(batch_sizes=(256, 1024, 4096), images: int = 8192) -> dict:
                 with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16, enabled=precision == "bf16"):
                     for start in range(0, images, batch):
                         loaded.module(x[start:start + batch])
-            timing = best_time(run, 5, warmup=2, synchronize=torch.cuda.synchronize)
-            out[f"{precision}_batch{batch}"] = {"images_per_s": images / timing["best_s"], **timing}
+            timing = repeated_time(run, 5, cold=2, synchronize=torch.cuda.synchronize)
+            rates = spread(per_second(images, timing["warm_s"]))
+            out[f"{precision}_batch{batch}"] = {"images_per_s": rates["median"], "images_per_s_spread": rates,
+                                                **timing}
     return out
