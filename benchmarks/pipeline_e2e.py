@@ -13,6 +13,15 @@
 * The bare forward reference reads the run's own stamps back from ``cutouts.zarr``,
   normalises them (not timed) and times only ``lensnet.predict.forward_logits`` at
   the same batch size and torch thread count as the run.
+* Timing: everything compared runs in interleaved rounds. A round is one 1x run of
+  every config, the 4x run of the command line's config, one pass of every bare-forward
+  setup and one pass of the forward alone in each config's workers. Round 0 is the cold
+  one (first run on a fresh cluster: worker imports, model load, page cache of the
+  tiles) and is reported apart; the warm rounds give medians with their spread, and
+  every ratio (end to end / bare forward, 4x / 1x time, config / config) is computed
+  per round, from the things timed in that round, before its median is taken. The
+  command line is timed once and is cold by nature (interpreter start, imports,
+  cluster start).
 * Memory: every ``SAMPLE_INTERVAL_S`` a background thread asks each worker for its
   ``/proc/self/status`` (VmRSS, RssAnon, RssFile) via ``client.run``; each worker's peak
   RSS high-water mark (VmHWM) is reset before a run (``/proc/self/clear_refs``) and read
@@ -37,7 +46,7 @@ import pandas as pd
 import torch
 from astropy.io import fits
 
-from benchmarks.common import REPO_ROOT, CpuWatch, log
+from benchmarks.common import REPO_ROOT, CpuWatch, log, paired_ratios, per_second, spread, timing_summary
 from catalogs.layout import RunLayout
 from lensnet.predict import DEFAULT_BATCH
 
@@ -280,10 +289,12 @@ def timed_run(client, survey: dict, out: Path, workers: int, threads: int, label
 class BareForward:
     """Forward-only throughput on a run's own stamps (normalised beforehand, not timed).
 
-    ``setups`` maps a label to ``{"threads", "batch"}``. Each call of
-    :meth:`one_round` times one pass of every setup through
-    ``lensnet.predict.forward_logits``; :meth:`result` reports the best pass of each,
-    so the bare passes can be interleaved with the end-to-end runs they are compared to.
+    ``setups`` maps a label to ``{"threads", "batch"}``. Each call of :meth:`one_round`
+    times one pass of every setup through ``lensnet.predict.forward_logits``, so that the
+    bare passes interleave with the end-to-end runs they are compared to; the first
+    round is the cold one. :meth:`result` reports, per setup, the median of the warm
+    rounds with its spread and the rate of every warm round (``images_per_s_all``, for
+    per-round ratios).
     """
 
     def __init__(self, store_path: Path, candidates: Path, setups: dict[str, dict], max_images: int,
@@ -305,9 +316,8 @@ class BareForward:
         self.loaded.module.to(memory_format=torch.channels_last)
         self.setups, self.device = setups, device
         self.seconds: dict[str, list[float]] = {label: [] for label in setups}
+        self.round_watch: list[dict] = []
         self.watch = None
-        for label in setups:  # warm-up
-            self._pass(label)
 
     def _pass(self, label: str) -> float:
         from lensnet.predict import forward_logits
@@ -321,24 +331,33 @@ class BareForward:
         return time.perf_counter() - started
 
     def one_round(self) -> None:
-        self.watch = self.watch or CpuWatch()
+        if len(self.round_watch) == 1:
+            self.watch = CpuWatch()  # the load stamps cover the warm rounds
+        watch = CpuWatch()
         for label in self.setups:
             self.seconds[label].append(self._pass(label))
+        self.round_watch.append(watch.stop())
 
-    def result(self) -> dict:
-        watched = self.watch.stop() if self.watch else {}
+    def result(self, cold_rounds: int = 1) -> dict:
+        watched = {**(self.watch.stop() if self.watch else {}),
+                   "other_cores_per_round": [w.get("other_cores") for w in self.round_watch[cold_rounds:]]}
+        setups = {}
+        for label, setup in self.setups.items():
+            seconds = self.seconds[label]
+            timing = timing_summary(seconds[:cold_rounds], seconds[cold_rounds:], watched)
+            rates = per_second(len(self.inputs), timing["warm_s"])
+            setups[label] = {**setup, "images_per_s": spread(rates)["median"], "images_per_s_spread": spread(rates),
+                             "images_per_s_all": rates,
+                             "images_per_s_cold": len(self.inputs) / timing["cold_s"] if timing["cold_s"] else None,
+                             **timing}
         return {"images": len(self.inputs), "device": self.device,
-                "preprocess_images_per_s_one_thread": self.preprocess_rate,
-                "setups": {label: {**setup, "images_per_s": len(self.inputs) / min(self.seconds[label]),
-                                   "best_s": min(self.seconds[label]), "repeats": len(self.seconds[label]),
-                                   "all_s": [round(x, 4) for x in self.seconds[label]], **watched}
-                           for label, setup in self.setups.items()}}
+                "preprocess_images_per_s_one_thread": self.preprocess_rate, "setups": setups}
 
 
 # ----------------------------------------------------------------------------- command line
 
 def cli_run(survey: dict, out: Path, extra: list[str] | None = None) -> dict:
-    """Wall time of ``run_survey.py`` as a user runs it (interpreter, imports, cluster, run)."""
+    """Wall time of ``run_survey.py`` as a user runs it (interpreter, imports, cluster, run): one cold run."""
     if out.exists():
         shutil.rmtree(out)
     command = [sys.executable, str(REPO_ROOT / "run_survey.py"), "--images", survey["image_pattern"],
@@ -352,7 +371,7 @@ def cli_run(survey: dict, out: Path, extra: list[str] | None = None) -> dict:
         return {"error": completed.stderr[-2000:], "command": command}
     summary = RunLayout(out).read_summary()
     return {"command": " ".join(command), "wall_s": wall, "execute_s_from_summary": summary["seconds"],
-            "scored": summary["scored"], "objects_per_s_wall": summary["scored"] / wall,
+            "scored": summary["scored"], "objects_per_s_wall": summary["scored"] / wall, "cold": True, "n": 1,
             **watch.stop()}
 
 
@@ -373,8 +392,10 @@ def _cluster(workers: int, tune_malloc: bool = True):
     return cluster, Client(cluster)
 
 
-def worker_forward(batch: int, images: int = 512, repeats: int = 2) -> dict:
-    """Forward-only images/s inside a worker, with the registered plugin's model (runs as a task)."""
+def worker_forward(batch: int, images: int = 512, repeats: int = 1) -> dict:
+    """Forward-only images/s inside a worker, with the registered plugin's model (runs as a task).
+
+    One warm-up batch, then the best of ``repeats`` passes (one per round in :func:`measure`)."""
     from lensnet.predict import forward_images_per_second
     from pipeline.inference import worker_model
 
@@ -411,15 +432,37 @@ def _bare_key(threads: int, batch: int) -> str:
     return f"{threads} thread(s), batch {batch}"
 
 
-def measure(scratch: Path, objects: int, quick: bool, total_threads: int) -> dict:
-    """The configs of :func:`configs_for` on the 1x survey, run round-robin on clusters that
-    are all up at once (A B C A B C ...), with one pass of every bare-forward setup after
-    each round; then the 4x survey on the last config, the forward alone inside each
-    config's worker, and the command line."""
+#: Warm rounds of the end-to-end comparison (after one cold round): full run and --quick.
+WARM_ROUNDS = 5
+WARM_ROUNDS_QUICK = 2
+
+
+def in_workers_forward(client, batch: int, images: int) -> dict:
+    """The forward alone in all of a cluster's workers at once (they share the cores and memory
+    bandwidth as in a run), with the model the runs used; images/s summed over the workers."""
+    watch = CpuWatch()
+    addresses = sorted(client.scheduler_info()["workers"])
+    futures = [client.submit(worker_forward, batch, images, pure=False, workers=[address], allow_other_workers=False)
+               for address in addresses]
+    per_worker = client.gather(futures)
+    return {"images_per_s": sum(item["images_per_s"] for item in per_worker), "per_worker": per_worker,
+            **watch.stop()}
+
+
+def measure(scratch: Path, objects: int, quick: bool, total_threads: int, warm_rounds: int | None = None) -> dict:
+    """The configs of :func:`configs_for` on clusters that are all up at once, in interleaved
+    rounds (module doc): per round the 1x run of every config, the 4x run of the last config
+    (the command line's layout), one pass of every bare-forward setup and the forward alone
+    in each config's workers. Then the command line, once."""
     survey = mock_survey(scratch / f"mock-{objects}", objects)
-    result: dict[str, Any] = {"survey_1x": survey, "configs": {}}
+    result: dict[str, Any] = {"survey_1x": survey, "configs": {}, "cold_rounds": 1}
     configs = configs_for(total_threads, quick)
-    rounds = 1 + (0 if quick else 2)
+    warm_rounds = warm_rounds or (WARM_ROUNDS_QUICK if quick else WARM_ROUNDS)
+    result["warm_rounds"] = warm_rounds
+    last = list(configs)[-1]  # scaling on the config the CLI uses by default
+    log(f" replicating the survey 4x for config {last} (not timed)")
+    big = replicate_survey(survey, scratch / f"mock-{objects}-x4", 4)
+    result["survey_4x"] = big
     setups = {}
     for spec in configs.values():
         for threads in {spec["workers"] * spec["threads"], spec["threads"]}:
@@ -433,67 +476,59 @@ def measure(scratch: Path, objects: int, quick: bool, total_threads: int) -> dic
             stack.enter_context(client)
             client.wait_for_workers(spec["workers"])
             clients[name] = client
-            result["configs"][name] = {**spec, "runs_1x": []}
+            result["configs"][name] = {**spec, "runs_1x": [], "worker_forward_rounds": []}
+        result["configs"][last]["runs_4x"] = []
         bare = None
-        for index in range(rounds):
+        for index in range(1 + warm_rounds):
+            tag = "cold" if index == 0 else f"warm {index}"
             for name, spec in configs.items():
                 config = result["configs"][name]
                 if "error" in config:
                     continue
-                label = f"{name} 1x {'cold' if index == 0 else f'warm {index}'}"
-                try:
-                    config["runs_1x"].append(timed_run(clients[name], survey, scratch / f"run-{name}-1x-{index}",
-                                                       spec["workers"], spec["threads"], label,
-                                                       batch_size=spec["batch"]))
-                except Exception as error:  # keep the other configs' results
-                    config["error"] = f"{type(error).__name__}: {error}"
-                    log(f"  config {name} failed: {error}")
+                sizes = [("1x", survey)] + ([("4x", big)] if name == last and "error_4x" not in config else [])
+                for size, source in sizes:
+                    try:
+                        # One output folder per config and size: each run replaces the last (untimed).
+                        config[f"runs_{size}"].append(timed_run(
+                            clients[name], source, scratch / f"run-{name}-{size}", spec["workers"],
+                            spec["threads"], f"{name} {size} {tag}", batch_size=spec["batch"]))
+                    except Exception as error:  # keep the other configs' (and this config's 1x) results
+                        config["error" if size == "1x" else "error_4x"] = (
+                            f"{size}, round {index}: {type(error).__name__}: {error}")
+                        log(f"  config {name} {size} failed: {error}")
+                        break
             if bare is None:
                 done = next((c["runs_1x"][0]["out"] for c in result["configs"].values() if c["runs_1x"]), None)
                 if done is None:
                     break
+                # Its stamps are read into memory now, before the next round replaces the folder.
                 bare = BareForward(RunLayout(done).store, RunLayout(done).candidates, setups,
-                                   max_images=256 if quick else 768)
-                torch.set_num_threads(total_threads)
+                                   max_images=256 if quick else 512)
             bare.one_round()
-            if quick:
-                bare.one_round()
-            log("  bare forward: " + ", ".join(f"{label}: {len(bare.inputs) / min(times):.1f} img/s"
-                                               for label, times in bare.seconds.items()))
-        if bare is not None:
-            result["bare_forward"] = bare.result()
-        last = list(configs)[-1]  # scaling on the config the CLI uses by default
-        if "error" not in result["configs"][last]:
-            spec = configs[last]
-            big = replicate_survey(survey, scratch / f"mock-{objects}-x4", 4)
-            result["survey_4x"] = big
-            result["configs"][last]["runs_4x"] = [
-                timed_run(clients[last], big, scratch / f"run-{last}-4x", spec["workers"], spec["threads"],
-                          f"{last} 4x warm", batch_size=spec["batch"])]
-        # The forward alone inside the workers of each config, all workers at once (so that
-        # they share the cores and memory bandwidth as in a run), with the model the runs
-        # used; configs interleaved, best of 2.
-        for _ in range(1 if quick else 2):
             for name, spec in configs.items():
                 config = result["configs"][name]
-                if "error" in config:
-                    continue
-                watch = CpuWatch()
-                addresses = sorted(clients[name].scheduler_info()["workers"])
-                futures = [clients[name].submit(worker_forward, spec["batch"], 256 if quick else 512, pure=False,
-                                                workers=[address], allow_other_workers=False)
-                           for address in addresses]
-                per_worker = clients[name].gather(futures)
-                measured = {"images_per_s": sum(item["images_per_s"] for item in per_worker),
-                            "per_worker": per_worker, **watch.stop()}
-                if measured["images_per_s"] > config.get("worker_forward", {}).get("images_per_s", 0):
-                    config["worker_forward"] = measured
-        for name, config in result["configs"].items():
-            if "worker_forward" in config:
-                log(f"  [{name}] forward alone in all its workers at once: "
-                    f"{config['worker_forward']['images_per_s']:.1f} img/s")
+                if "error" not in config:
+                    config["worker_forward_rounds"].append(
+                        in_workers_forward(clients[name], spec["batch"], 256 if quick else 512))
+            torch.set_num_threads(total_threads)
+            log(f"  round {index} ({tag}): bare forward " + ", ".join(
+                f"{label}: {len(bare.inputs) / times[-1]:.1f} img/s" for label, times in bare.seconds.items())
+                + "; in workers " + ", ".join(f"{name}: {c['worker_forward_rounds'][-1]['images_per_s']:.1f} img/s"
+                                               for name, c in result["configs"].items() if c["worker_forward_rounds"]))
+        if bare is not None:
+            result["bare_forward"] = bare.result(cold_rounds=1)
+        for config in result["configs"].values():
+            rounds = config.pop("worker_forward_rounds")
+            if rounds:
+                warm = [r["images_per_s"] for r in rounds[1:]]
+                config["worker_forward"] = {
+                    "images_per_s": spread(warm)["median"], "images_per_s_spread": spread(warm),
+                    "images_per_s_all": warm, "images_per_s_cold": rounds[0]["images_per_s"], "rounds": rounds,
+                    "other_cores_per_round": [r.get("other_cores") for r in rounds[1:]],
+                    "load_before": rounds[min(1, len(rounds) - 1)].get("load_before"),
+                    "load_after": rounds[-1].get("load_after")}
         torch.set_num_threads(total_threads)
-    log(" command line (run_survey.py, default workers and threads)")
+    log(" command line (run_survey.py, default workers and threads; one cold run)")
     result["cli_default"] = cli_run(survey, scratch / "run-cli")
     return result
 
@@ -504,80 +539,148 @@ def measure_cuda(scratch: Path, survey: dict) -> dict:
     cluster, client = _cluster(1)
     with cluster, client:
         client.wait_for_workers(1)
-        runs = [timed_run(client, survey, scratch / f"run-cuda-{i}", 1, 1, f"cuda {i}", device="cuda",
-                          batch_size=1024) for i in range(2)]
+        runs = [timed_run(client, survey, scratch / f"run-cuda-{i}", 1, 1, f"cuda {'cold' if i == 0 else i}",
+                          device="cuda", batch_size=1024) for i in range(4)]
     out["runs"] = runs
+    warm = [run["objects_per_s_execute"] for run in runs[1:]]
+    out["execute_objects_per_s_spread"] = spread(warm)
     last = Path(runs[-1]["out"])
     bare = BareForward(RunLayout(last).store, RunLayout(last).candidates,
                        {"cuda, batch 1024": {"threads": 1, "batch": 1024}},
                        max_images=4096, device="cuda")
-    for _ in range(3):
+    for _ in range(4):
         bare.one_round()
-    out["bare_forward"] = bare.result()
+    out["bare_forward"] = bare.result(cold_rounds=1)
     return out
 
 
+def _warm(runs: list[dict], cold_rounds: int) -> list[dict]:
+    return runs[cold_rounds:] or runs
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run whose execute time is the median (the lower middle one for an even count)."""
+    ordered = sorted(runs, key=lambda run: run["execute_s"])
+    return ordered[(len(ordered) - 1) // 2]
+
+
 def summarise(result: dict) -> dict:
-    """The headline ratios: overhead per config, 4x/1x time, peak memory per worker."""
+    """The headline numbers per config, all from the warm rounds: median rates with their
+    spread, and ratios computed per round (a run against the bare forward timed in the same
+    round) and then summarised; the cold round apart; 4x/1x time and peak memory per worker.
+
+    The bare-forward reference of a config is the better (by median) of two ways to spend
+    the same cores on the forward alone: one process with all threads, or the forward in
+    all of the config's workers at once; its rate in round i divides the run's in round i.
+    """
     summary: dict[str, Any] = {}
+    cold_rounds = result.get("cold_rounds", 1)
     bare = result.get("bare_forward", {}).get("setups", {})
+    last = next((name for name, config in result["configs"].items() if "runs_4x" in config), None)
+    last_rates = None
+    if last and "error" not in result["configs"][last]:
+        last_rates = [run["objects_per_s_execute"] for run in _warm(result["configs"][last]["runs_1x"], cold_rounds)]
     for name, config in result["configs"].items():
         if "error" in config:
             continue
-        warm = config["runs_1x"][1:] or config["runs_1x"]
-        best = max(warm, key=lambda run: run["objects_per_s_execute"])
+        warm = _warm(config["runs_1x"], cold_rounds)
         cold = config["runs_1x"][0]
+        execute_rates = [run["objects_per_s_execute"] for run in warm]
+        prepare_execute_rates = [run["objects_per_s_prepare_execute"] for run in warm]
         total = config["workers"] * config["threads"]
-        in_workers = config.get("worker_forward", {}).get("images_per_s")
-        reference = max(filter(None, [bare.get(_bare_key(total, config["batch"]), {}).get("images_per_s"),
-                                      in_workers]), default=None)
+        one_process = bare.get(_bare_key(total, config["batch"]), {})
+        in_workers = config.get("worker_forward", {})
+        candidates = {"one process, all threads": one_process.get("images_per_s_all"),
+                      "in all its workers at once": in_workers.get("images_per_s_all")}
+        candidates = {label: values for label, values in candidates.items() if values}
+        reference_name = max(candidates, key=lambda label: spread(candidates[label])["median"], default=None)
+        reference = candidates.get(reference_name)
+        typical = median_run(warm)
         entry = {
             "label": config["label"],
+            "warm_rounds": len(warm),
+            "execute_objects_per_s_cold": cold["objects_per_s_execute"],
+            "execute_objects_per_s_median_warm": spread(execute_rates)["median"],
+            "execute_objects_per_s_spread": spread(execute_rates),
+            "prepare_execute_objects_per_s_median_warm": spread(prepare_execute_rates)["median"],
+            "prepare_execute_objects_per_s_spread": spread(prepare_execute_rates),
+            "bare_forward_same_settings": one_process.get("images_per_s"),
+            "bare_forward_same_settings_spread": one_process.get("images_per_s_spread"),
+            "bare_forward_in_all_workers_at_once": in_workers.get("images_per_s"),
+            "bare_forward_in_all_workers_at_once_spread": in_workers.get("images_per_s_spread"),
             "bare_forward_per_worker_threads": bare.get(_bare_key(config["threads"], config["batch"]),
                                                         {}).get("images_per_s"),
-            "execute_objects_per_s_best_warm": best["objects_per_s_execute"],
-            "prepare_execute_objects_per_s_best_warm": best["objects_per_s_prepare_execute"],
-            "execute_objects_per_s_cold": cold["objects_per_s_execute"],
-            "bare_forward_same_settings": bare.get(_bare_key(total, config["batch"]), {}).get("images_per_s"),
-            "bare_forward_in_all_workers_at_once": in_workers,
-            "bare_forward_best_same_cores": reference,
-            "ratio_execute_vs_bare": best["objects_per_s_execute"] / reference if reference else None,
-            "ratio_prepare_execute_vs_bare": best["objects_per_s_prepare_execute"] / reference if reference else None,
-            "best_run": best["label"],
+            "bare_forward_reference": reference_name,
+            "bare_forward_best_same_cores": spread(reference)["median"] if reference else None,
+            "median_run": typical["label"],
+            "other_cores_per_round": [run.get("other_cores") for run in warm],
+            "load_before": warm[0].get("load_before"), "load_after": warm[-1].get("load_after"),
         }
         if reference:
-            entry["overhead_breakdown_s"] = _breakdown(best, config["workers"], reference,
+            ratio = paired_ratios(execute_rates, reference)
+            entry["ratio_execute_vs_bare"] = ratio["median"]
+            entry["ratio_execute_vs_bare_spread"] = ratio
+            ratio = paired_ratios(prepare_execute_rates, reference)
+            entry["ratio_prepare_execute_vs_bare"] = ratio["median"]
+            entry["ratio_prepare_execute_vs_bare_spread"] = ratio
+            entry["overhead_breakdown_s"] = _breakdown(typical, config["workers"], spread(reference)["median"],
                                                        result["bare_forward"]["preprocess_images_per_s_one_thread"])
-        if config["workers"] > 1:
-            one = bare.get(_bare_key(config["threads"], config["batch"]), {})
-            if one:
-                entry["bare_forward_workers_x_single_process"] = config["workers"] * one["images_per_s"]
-                entry["ratio_execute_vs_workers_x_bare"] = (best["objects_per_s_execute"]
-                                                            / entry["bare_forward_workers_x_single_process"])
-        if "runs_4x" in config:
-            big = config["runs_4x"][0]
-            entry["scaling"] = {
-                "objects_1x": best["scored"], "objects_4x": big["scored"],
-                "execute_s_1x": best["execute_s"], "execute_s_4x": big["execute_s"],
-                "time_ratio_4x_over_1x": big["execute_s"] / best["execute_s"],
-                "execute_objects_per_s_4x": big["objects_per_s_execute"],
-                "ratio_execute_4x_vs_bare": big["objects_per_s_execute"] / reference if reference else None,
-                "peak_worker_hwm_mib_1x": _peak(best, "hwm"), "peak_worker_hwm_mib_4x": _peak(big, "hwm"),
-                "peak_worker_anon_mib_1x": _peak(best, "RssAnon"), "peak_worker_anon_mib_4x": _peak(big, "RssAnon"),
-                "peak_worker_rss_sampled_mib_1x": _peak(best, "VmRSS"),
-                "peak_worker_rss_sampled_mib_4x": _peak(big, "VmRSS"),
-                "worker_rss_before_run_mib": round(max(v.get("VmRSS", 0) for v in big["memory"]["before"].values())
-                                                   / 2**20, 1),
-            }
+        else:
+            entry["ratio_execute_vs_bare"] = None
+        if last_rates and name != last:
+            ratio = paired_ratios(execute_rates, last_rates)
+            entry[f"execute_ratio_vs_{last}"] = ratio["median"]
+            entry[f"execute_ratio_vs_{last}_spread"] = ratio
+        one = bare.get(_bare_key(config["threads"], config["batch"]), {})
+        if config["workers"] > 1 and one.get("images_per_s_all"):
+            workers_x_one = [config["workers"] * rate for rate in one["images_per_s_all"]]
+            ratio = paired_ratios(execute_rates, workers_x_one)
+            entry["bare_forward_workers_x_single_process"] = spread(workers_x_one)["median"]
+            entry["ratio_execute_vs_workers_x_bare"] = ratio["median"]
+            entry["ratio_execute_vs_workers_x_bare_spread"] = ratio
+        if config.get("runs_4x") and "error_4x" not in config:
+            entry["scaling"] = _scaling(warm, _warm(config["runs_4x"], cold_rounds), reference)
         summary[name] = entry
     cli = result.get("cli_default", {})
     if "wall_s" in cli:
         reference = max((entry["bare_forward_best_same_cores"] for entry in summary.values()
                          if entry.get("bare_forward_best_same_cores")), default=None)
         summary["cli"] = {"wall_s": cli["wall_s"], "objects_per_s_wall": cli["objects_per_s_wall"],
-                          "execute_s_from_summary": cli["execute_s_from_summary"],
+                          "execute_s_from_summary": cli["execute_s_from_summary"], "cold": True, "n": 1,
                           "ratio_wall_vs_bare": cli["objects_per_s_wall"] / reference if reference else None}
     return summary
+
+
+def _scaling(warm_1x: list[dict], warm_4x: list[dict], reference: list[float] | None) -> dict:
+    """4x against 1x, round by round (the 4x run of round i against the 1x run of round i)."""
+    paired = min(len(warm_1x), len(warm_4x))
+    time_ratio = paired_ratios([run["execute_s"] for run in warm_4x[:paired]],
+                               [run["execute_s"] for run in warm_1x[:paired]])
+    rates_4x = [run["objects_per_s_execute"] for run in warm_4x]
+    scaling = {
+        "objects_1x": warm_1x[0]["scored"], "objects_4x": warm_4x[0]["scored"],
+        "execute_s_1x": spread([run["execute_s"] for run in warm_1x])["median"],
+        "execute_s_1x_spread": spread([run["execute_s"] for run in warm_1x]),
+        "execute_s_4x": spread([run["execute_s"] for run in warm_4x])["median"],
+        "execute_s_4x_spread": spread([run["execute_s"] for run in warm_4x]),
+        "time_ratio_4x_over_1x": time_ratio["median"], "time_ratio_4x_over_1x_spread": time_ratio,
+        "execute_objects_per_s_4x": spread(rates_4x)["median"], "execute_objects_per_s_4x_spread": spread(rates_4x),
+        "ratio_execute_4x_vs_bare": None,
+        "worker_rss_before_run_mib": round(max(max(v.get("VmRSS", 0) for v in run["memory"]["before"].values())
+                                               for run in warm_4x) / 2**20, 1),
+    }
+    if reference:
+        ratio = paired_ratios(rates_4x[:len(reference)], reference[:len(rates_4x)])
+        scaling["ratio_execute_4x_vs_bare"] = ratio["median"]
+        scaling["ratio_execute_4x_vs_bare_spread"] = ratio
+    # Peak memory per worker: the median over the warm runs of each run's largest worker
+    # peak, and the largest of all of them.
+    for size, runs in (("1x", warm_1x), ("4x", warm_4x)):
+        for label, key in (("hwm", "hwm"), ("anon", "RssAnon"), ("rss_sampled", "VmRSS")):
+            values = [_peak(run, key) for run in runs]
+            scaling[f"peak_worker_{label}_mib_{size}"] = spread(values)["median"]
+            scaling[f"peak_worker_{label}_mib_{size}_max"] = spread(values)["max"]
+    return scaling
 
 
 def _breakdown(run: dict, workers: int, bare_rate: float, preprocess_rate: float) -> dict[str, float]:

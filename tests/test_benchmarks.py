@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-from benchmarks import common
+from benchmarks import common, run_all
 from benchmarks.cutouts import cutout2d_cutouts, write_tile
 from benchmarks.fold import fold_batchnorm
-from benchmarks.pipeline_e2e import replicate_survey
+from benchmarks.pipeline_e2e import replicate_survey, summarise
 from lensnet.models import create_model
 from pipeline.cutouts import assign_to_tiles, cut_stamps
 from pipeline.images import read_image
@@ -208,3 +208,134 @@ def test_cutout_speed_up_is_the_median_of_per_round_speed_ups(tmp_path):
     assert result["project_cutouts_per_s"] == pytest.approx(60 / float(np.median(project["warm_s"])))
     assert result["cold_speed_up"] == pytest.approx((baseline["cold_s"] / 6) / (project["cold_s"] / 60))
     assert len(result["other_cores_per_round"]) == 3
+
+
+# ----------------------------------------------------------------------------- end to end, verdicts, report
+
+def _run(label: str, execute_s: float, scored: int, hwm_mib: float, other_cores: float = 0.0) -> dict:
+    mib = 2**20
+    return {"label": label, "objects": scored, "scored": scored, "failed": 0, "prepare_s": 0.1,
+            "execute_s": execute_s, "objects_per_s_execute": scored / execute_s,
+            "objects_per_s_prepare_execute": scored / (execute_s + 0.1),
+            "phases_s": {"compute (cut + score tasks)": execute_s - 0.5, "merge (catalogue, Parquet)": 0.2},
+            "task_compute_s": {"cut": 0.4, "score": 2 * (execute_s - 1)},
+            "memory": {"peak_hwm_per_worker": {"w1": hwm_mib * mib, "w2": (hwm_mib - 10) * mib},
+                       "peak_sampled": {"w1": {"VmRSS": hwm_mib * mib, "RssAnon": 900 * mib}},
+                       "before": {"w1": {"VmRSS": 1100 * mib}}},
+            "load_before": [1.0, 1.0, 1.0], "load_after": [1.1, 1.0, 1.0], "other_cores": other_cores}
+
+
+def _e2e_result(other_cores: float = 0.0) -> dict:
+    """Round 0 cold, then 5 warm rounds; in warm round 3 config B had one lucky 1x run."""
+    b_1x = [20.0, 10.0, 10.0, 5.0, 10.0, 10.0]
+    a_1x = [25.0, 12.5, 12.5, 12.5, 12.5, 10.0]
+    b_4x = [60.0, 40.0, 40.0, 40.0, 40.0, 40.0]
+    warm = 5
+
+    def forward(rates):
+        return {"images_per_s": float(np.median(rates)), "images_per_s_spread": common.spread(rates),
+                "images_per_s_all": rates, "images_per_s_cold": 100.0, "n": len(rates),
+                "other_cores_per_round": [other_cores] * warm, "load_before": [1.0] * 3, "load_after": [1.0] * 3}
+
+    return {
+        "survey_1x": {"objects": 2000, "tiles": 4}, "survey_4x": {"objects": 8000, "tiles": 16},
+        "cold_rounds": 1, "warm_rounds": warm,
+        "configs": {
+            "A": {"workers": 1, "threads": 2, "batch": 32, "label": "1 worker(s) x 2 torch thread(s), batch 32",
+                  "runs_1x": [_run(f"A 1x {i}", t, 2000, 1300, other_cores) for i, t in enumerate(a_1x)],
+                  "worker_forward": forward([240.0] * warm)},
+            "B": {"workers": 2, "threads": 1, "batch": 32, "label": "2 worker(s) x 1 torch thread(s), batch 32",
+                  "runs_1x": [_run(f"B 1x {i}", t, 2000, 1200, other_cores) for i, t in enumerate(b_1x)],
+                  "runs_4x": [_run(f"B 4x {i}", t, 8000, 1230, other_cores) for i, t in enumerate(b_4x)],
+                  "worker_forward": forward([245.0] * warm)},
+        },
+        "bare_forward": {"images": 512, "device": "cpu", "preprocess_images_per_s_one_thread": 4000.0,
+                         "setups": {"2 thread(s), batch 32": forward([250.0] * warm),
+                                    "1 thread(s), batch 32": forward([125.0] * warm)}},
+        "cli_default": {"wall_s": 20.0, "execute_s_from_summary": 12.0, "scored": 2000, "objects_per_s_wall": 100.0,
+                        "cold": True, "n": 1, "load_before": [1.0] * 3, "load_after": [1.0] * 3, "other_cores": 0.0},
+    }
+
+
+def test_end_to_end_ratios_are_medians_of_per_round_ratios_without_the_cold_round():
+    summary = summarise(_e2e_result())
+    b = summary["B"]
+    assert b["warm_rounds"] == 5 and b["execute_objects_per_s_cold"] == 100.0
+    assert b["bare_forward_reference"] == "one process, all threads"  # 250 > 245 img/s in the workers
+    ratio = b["ratio_execute_vs_bare_spread"]
+    assert ratio["per_round"] == [0.8, 0.8, 1.6, 0.8, 0.8]  # the lucky round is one of five
+    assert b["ratio_execute_vs_bare"] == ratio["median"] == 0.8 and (ratio["min"], ratio["max"]) == (0.8, 1.6)
+    assert b["execute_objects_per_s_median_warm"] == 200.0
+    assert b["ratio_execute_vs_workers_x_bare"] == 0.8  # 200 / (2 x 125)
+    assert b["median_run"].startswith("B 1x") and b["execute_objects_per_s_spread"]["n"] == 5
+    scaling = b["scaling"]
+    assert scaling["time_ratio_4x_over_1x_spread"]["per_round"] == [4.0, 4.0, 8.0, 4.0, 4.0]
+    assert scaling["time_ratio_4x_over_1x"] == 4.0 and scaling["execute_s_4x"] == 40.0
+    assert scaling["ratio_execute_4x_vs_bare"] == 0.8 and scaling["ratio_execute_4x_vs_bare_spread"]["n"] == 5
+    assert scaling["peak_worker_hwm_mib_1x"] == 1200 and scaling["peak_worker_hwm_mib_4x"] == 1230
+    a = summary["A"]
+    assert a["ratio_execute_vs_bare_spread"]["per_round"] == [0.64, 0.64, 0.64, 0.64, 0.8]
+    assert a["ratio_execute_vs_bare"] == 0.64
+    assert a["execute_ratio_vs_B_spread"]["per_round"] == [0.8, 0.8, 0.4, 0.8, 1.0]
+    assert summary["cli"]["cold"] is True and summary["cli"]["ratio_wall_vs_bare"] == pytest.approx(0.4)
+
+
+def _results(other_cores: float = 0.0) -> dict:
+    e2e = _e2e_result(other_cores)
+    cutouts = {"tile_px": 200, "objects": 60, "baseline_objects_timed": 6, "baseline_extrapolated": True, "n": 3,
+               "project_cutouts_per_s": 3000.0, "project_cutouts_per_s_spread": common.spread([2900.0, 3000, 3100]),
+               "baseline_cutouts_per_s": 100.0, "baseline_cutouts_per_s_spread": common.spread([90.0, 100, 110]),
+               "project_first_pass_cutouts_per_s": 1000.0, "baseline_first_pass_cutouts_per_s": 80.0,
+               "speed_up": 30.0, "speed_up_spread": common.paired_ratios([2900.0, 3000, 3600], [100.0, 100, 90]),
+               "cold_speed_up": 12.5, "identical_stamps_fraction": 1.0,
+               "load_before": [1.0] * 3, "load_after": [1.0] * 3, "other_cores": other_cores,
+               "other_cores_per_round": [other_cores] * 3}
+    results = {"machine": {"cpu_model": "test CPU", "usable_cpus": 2, "cpu_flags": ["avx2"], "torch": "x",
+                           "date_utc": "today", "load_average_at_start": [1.0] * 3, "command": "test"},
+               "quick": False, "threads": 2, "sizes": {"warm_rounds": run_all.WARM_ROUNDS},
+               "cutouts": cutouts, "e2e": e2e, "e2e_summary": summarise(e2e), "total_seconds": 1.0}
+    results["verdicts"] = run_all.verdicts(results)
+    results["load_during_timing"] = run_all.load_during_timing(results)
+    return results
+
+
+def test_verdicts_use_the_median_per_round_ratio_and_show_the_spread():
+    verdicts = _results()["verdicts"]
+    overhead = verdicts["pipeline_overhead"]
+    assert overhead["headline"] == "B 4x" and overhead["ratio_B_4x"] == 0.8 and overhead["met"] is False
+    assert overhead["ratio_B_1x"] == 0.8 and overhead["ratio_B_1x_spread"]["max"] == 1.6  # not the lucky 1.6
+    assert "B 4x: 0.80 [0.80–0.80] (n=5)" in overhead["measured"]
+    assert "B 1x: 0.80 [0.80–1.60] (n=5)" in overhead["measured"]
+    cut = verdicts["cutouts"]
+    assert cut["speed_up"] == 30.0 and cut["met"] is True
+    assert cut["measured"] == "30.0x [29.0x–40.0x] (n=3) warm; cold 12.5x"
+    memory = verdicts["memory_flat"]
+    assert memory["growth"] == pytest.approx(1230 / 1200 - 1) and memory["met"] is True
+    assert memory["time_ratio_4x_over_1x"] == 4.0
+
+
+def test_report_shows_median_min_max_n_cold_and_the_load():
+    results = _results()
+    report = run_all.tables(results)
+    assert "median of the warm rounds [min–max]" in report and "cold" in report
+    # End to end: the cold rate apart, the warm median with its range, per-round ratios and n.
+    b_row = next(line for line in report.splitlines() if line.startswith("| B | 2 worker"))
+    cells = [cell.strip() for cell in b_row.strip("|").split("|")]
+    assert cells[2] == "100.0"  # cold
+    assert cells[3] == "200.0 [200.0–400.0]"  # execute obj/s, warm
+    assert cells[8] == "**0.80** [0.80–1.60]"  # execute / reference, per round
+    assert cells[11] == "5"  # n
+    assert "one **cold** run" in report  # the command line
+    assert "### 5. Scaling" in report and "4.00 [4.00–8.00]" in report
+    assert "| cutouts | >= 30x Cutout2D" in report and "MET" in report and "**30.0x** [29.0x–40.0x]" in report
+    assert "### Load during timing" in report and "quiet" in report
+    assert run_all.verdict_lines(results)[-1] == "load during timing: quiet (no section saw other work on the cores)"
+
+
+def test_load_from_other_work_is_reported_as_busy():
+    results = _results(other_cores=0.9)
+    load = results["load_during_timing"]
+    assert load["e2e"]["busy"] and load["cutouts"]["busy"]
+    assert load["e2e"]["other_cores_spread"]["median"] == pytest.approx(0.9)
+    assert "BUSY" in run_all.tables(results)
+    assert run_all.verdict_lines(results)[-1].startswith("load during timing: BUSY: other work on the cores in")
