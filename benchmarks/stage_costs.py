@@ -2,11 +2,13 @@
 
 * Normalisation: the float64 reference ``lensnet.preprocess.normalise`` vs the float32
   ``lensnet.preprocess.fast.normalise`` the CPU pipeline uses (``asinh_stretch``, the
-  default model's), stamps/s on one thread, interleaved, best of ``--repeats``; and the
-  largest difference between their outputs.
+  default model's), stamps/s on one thread, interleaved (one cold round, then
+  ``--repeats`` warm ones: median [min–max], the speed-up per round); and the largest
+  difference between their outputs.
 * Cutout store codec: ``pipeline.store`` with the stamps uncompressed (the default) vs
-  zstd (``--stamp-compression zstd``): write and read MB/s of one shard, and the bytes
-  on disk.
+  zstd (``--stamp-compression zstd``): write and read MB/s of one shard (codecs
+  interleaved, one cold round apart, median of the warm ones with the spread), and the
+  bytes on disk.
 
 Both run on stamps simulated with lenstronomy (``ground-gri``, raw float32 pixels as the
 cut stage stores them). ``python benchmarks/stage_costs.py [--stamps N]``.
@@ -27,26 +29,33 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import log  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    interleaved,
+    log,
+    median_spread_text,
+    paired_ratios,
+    per_second,
+    spread,
+    timing_summary,
+)
 
 
 def normalisation(stamps: np.ndarray, repeats: int) -> dict:
     from lensnet import preprocess
     from lensnet.preprocess import fast as preprocess_fast
 
-    seconds = {"float64 reference": [], "float32 (pipeline)": []}
     functions = {"float64 reference": preprocess.normalise, "float32 (pipeline)": preprocess_fast.normalise}
-    for _ in range(repeats):
-        for label, function in functions.items():
-            started = time.perf_counter()
-            function(stamps, "asinh_stretch", scale=3.0)
-            seconds[label].append(time.perf_counter() - started)
+    timings = interleaved({label: (lambda f=function: f(stamps, "asinh_stretch", scale=3.0))
+                           for label, function in functions.items()}, repeats, cold_rounds=1)
     difference = np.abs(functions["float64 reference"](stamps, "asinh_stretch", scale=3.0)[0]
                         - functions["float32 (pipeline)"](stamps, "asinh_stretch", scale=3.0)[0]).max()
-    rates = {label: len(stamps) / min(values) for label, values in seconds.items()}
-    return {"stamps": len(stamps), "stamps_per_s_one_thread": rates,
-            "speed_up": rates["float32 (pipeline)"] / rates["float64 reference"],
-            "max_abs_difference": float(difference)}
+    rates = {label: spread(per_second(len(stamps), timing["warm_s"])) for label, timing in timings.items()}
+    speed_up = paired_ratios(timings["float64 reference"]["warm_s"], timings["float32 (pipeline)"]["warm_s"])
+    return {"stamps": len(stamps), "statistic": "median of warm interleaved rounds; speed-up per round",
+            "stamps_per_s_one_thread": {label: rate["median"] for label, rate in rates.items()},
+            "stamps_per_s_one_thread_spread": rates,
+            "speed_up": speed_up["median"], "speed_up_spread": speed_up,
+            "timings": timings, "max_abs_difference": float(difference)}
 
 
 def codecs(stamps: np.ndarray, repeats: int) -> dict:
@@ -59,7 +68,7 @@ def codecs(stamps: np.ndarray, repeats: int) -> dict:
     flags = np.zeros(n, np.int32)
     out = {}
     with tempfile.TemporaryDirectory(prefix="codec-") as scratch:
-        for _ in range(repeats):
+        for _ in range(1 + repeats):  # the first round is cold; codecs interleaved
             for codec in store.STAMP_CODECS:
                 path = Path(scratch) / codec
                 store.create_store(path, objects, ["g", "r", "i"], stamps.shape[-1], n, compression=codec)
@@ -74,8 +83,12 @@ def codecs(stamps: np.ndarray, repeats: int) -> dict:
                 entry["stamp_bytes_on_disk"] = sum(f.stat().st_size for f in (path / STAMPS).rglob("*")
                                                    if f.is_file() and f.name != "zarr.json")
     for entry in out.values():
-        entry["write_mb_per_s"] = stamps.nbytes / min(entry["write_s"]) / 1e6
-        entry["read_mb_per_s"] = stamps.nbytes / min(entry["read_s"]) / 1e6
+        for stage in ("write", "read"):
+            seconds = entry.pop(f"{stage}_s")
+            entry[f"{stage}_timing"] = timing_summary(seconds[:1], seconds[1:])
+            rates = spread(per_second(stamps.nbytes / 1e6, seconds[1:]))
+            entry[f"{stage}_mb_per_s"] = rates["median"]
+            entry[f"{stage}_mb_per_s_spread"] = rates
         entry["compression_ratio"] = stamps.nbytes / entry["stamp_bytes_on_disk"]
     return {"stamps": n, "megabytes": stamps.nbytes / 1e6, "codecs": out}
 
@@ -83,7 +96,7 @@ def codecs(stamps: np.ndarray, repeats: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stamps", type=int, default=1024)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="warm rounds after the cold one (default 5)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "stage_costs.json")
     args = parser.parse_args(argv)
     from lensnet.data import simulated_stamp_set
@@ -96,11 +109,15 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     norm = result["normalisation"]
-    print(f"normalisation, stamps/s on one thread: "
-          + ", ".join(f"{label} {rate:,.0f}" for label, rate in norm["stamps_per_s_one_thread"].items())
-          + f" ({norm['speed_up']:.1f}x; max |difference| {norm['max_abs_difference']:.1e})")
+    print(f"median [min-max] of {args.repeats} warm interleaved rounds (one cold round apart)")
+    print("normalisation, stamps/s on one thread: "
+          + ", ".join(f"{label} {median_spread_text(rate, 0)}"
+                      for label, rate in norm["stamps_per_s_one_thread_spread"].items())
+          + f" ({median_spread_text(norm['speed_up_spread'], 2)}x per round; "
+            f"max |difference| {norm['max_abs_difference']:.1e})")
     for codec, entry in result["store"]["codecs"].items():
-        print(f"stamps {codec}: write {entry['write_mb_per_s']:,.0f} MB/s, read {entry['read_mb_per_s']:,.0f} MB/s, "
+        print(f"stamps {codec}: write {median_spread_text(entry['write_mb_per_s_spread'], 0)} MB/s, "
+              f"read {median_spread_text(entry['read_mb_per_s_spread'], 0)} MB/s, "
               f"compression {entry['compression_ratio']:.2f}x")
     print(f"wrote {args.out}")
     return 0

@@ -87,10 +87,21 @@ def test_stage_costs_compare_like_with_like():
     from benchmarks.stage_costs import codecs, normalisation
 
     stamps = np.random.default_rng(0).normal(100.0, 5.0, (16, 3, 24, 24)).astype(np.float32)
-    norm = normalisation(stamps, repeats=1)
+    norm = normalisation(stamps, repeats=3)
     assert norm["max_abs_difference"] < 2e-6 and set(norm["stamps_per_s_one_thread"]) == {
         "float64 reference", "float32 (pipeline)"}
-    store = codecs(stamps, repeats=1)["codecs"]
+    # Medians of warm interleaved rounds, the cold one apart; the speed-up per round.
+    reference, fast = norm["timings"]["float64 reference"], norm["timings"]["float32 (pipeline)"]
+    assert reference["n"] == fast["n"] == norm["speed_up_spread"]["n"] == 3 and reference["cold_s"] > 0
+    assert norm["speed_up_spread"]["per_round"] == pytest.approx(
+        [r / f for r, f in zip(reference["warm_s"], fast["warm_s"])], rel=1e-3)
+    assert norm["speed_up"] == norm["speed_up_spread"]["median"]
+    assert norm["stamps_per_s_one_thread"]["float32 (pipeline)"] == pytest.approx(16 / np.median(fast["warm_s"]))
+    store = codecs(stamps, repeats=2)["codecs"]
+    for entry in store.values():
+        for stage in ("write", "read"):
+            assert entry[f"{stage}_timing"]["n"] == 2 and entry[f"{stage}_timing"]["cold_s"] > 0
+            assert entry[f"{stage}_mb_per_s"] == entry[f"{stage}_mb_per_s_spread"]["median"]
     # Uncompressed stamps take exactly their bytes on disk; zstd's size is what it wrote.
     assert store["none"]["stamp_bytes_on_disk"] == stamps.nbytes and store["none"]["compression_ratio"] == 1.0
     assert 0 < store["zstd"]["stamp_bytes_on_disk"] < stamps.nbytes
