@@ -216,3 +216,30 @@ def test_deterministic(tmp_path):
 def test_too_many_objects_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="could only place"):
         make_mock_survey(tmp_path, n_objects=200, tiles_x=1, tiles_y=1, tile_size_px=200, overlap_px=0)
+
+
+def test_the_command_line_writes_a_survey_that_run_survey_reads(tmp_path, capsys):
+    from pipeline.mock import main
+
+    assert main([str(tmp_path / "m"), "--objects", "12", "--lens-fraction", "0.25", "--tiles", "1x1",
+                 "--tile-size", "300", "--overlap", "0", "--seed", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "run_survey.py --images" in printed and "--bands g,r,i" in printed
+    truth = pd.read_parquet(tmp_path / "m" / "truth.parquet")
+    assert len(truth) == 12 and int(truth["is_lens"].sum()) == 3
+    assert len(list((tmp_path / "m" / "tiles").glob("*.fits"))) == 3  # one tile, three bands
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--tiles", "three"], "--tiles must look like 3x3"),
+    (["--lens-fraction", "1.5"], "--lens-fraction must lie in [0, 1]"),
+    (["--engine", "pixie"], "invalid choice"),
+])
+def test_the_command_line_refuses_bad_options_in_one_line(argv, message, tmp_path, capsys):
+    from pipeline.mock import main
+
+    with pytest.raises(SystemExit) as stop:
+        main([str(tmp_path / "m"), *argv])
+    assert stop.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
