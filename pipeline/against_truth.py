@@ -23,23 +23,51 @@ from catalogs.layout import RunLayout
 from lensnet import crosssim
 
 
-def measure(candidates: str | Path, truth: str | Path, n_bootstrap: int = 1000) -> dict[str, Any]:
-    """The cross-simulator row of a run's catalogue against a truth table (columns id, is_lens, ...)."""
+def trained_objects(adapted: str | Path) -> set:
+    """Ids of the survey objects an adaptation fine-tuned on (``ADAPTED/data/train``: hosts and negatives).
+
+    An adapted model has seen these stamps with their training labels, so its scores for them
+    are in-sample; a fair comparison with the parent leaves them out of both.
+    """
+    path = Path(adapted) / "data" / "train" / "truth.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: --exclude-trained takes the output directory of "
+                                "python -m lensnet.adapt")
+    return set(pd.read_parquet(path, columns=["object_id"])["object_id"].tolist())
+
+
+def _joined(candidates: str | Path, truth: str | Path, exclude: set | None) -> pd.DataFrame:
     scored = pd.read_parquet(candidates, columns=["object_id", "logit", "score"])
     known = pd.read_parquet(truth)
     if "id" not in known or "is_lens" not in known:
         raise ValueError(f"{truth} must have columns id and is_lens")
     joined = scored.merge(known, left_on="object_id", right_on="id", how="inner")
+    if exclude:
+        joined = joined[~joined["object_id"].isin(exclude)]
+    return joined.reset_index(drop=True)
+
+
+def measure(candidates: str | Path, truth: str | Path, n_bootstrap: int = 1000,
+            exclude: set | None = None) -> dict[str, Any]:
+    """The cross-simulator row of a run's catalogue against a truth table (columns id, is_lens, ...).
+
+    ``exclude``: object ids to leave out (e.g. :func:`trained_objects` of an adaptation).
+    """
+    known = pd.read_parquet(truth, columns=["id"])
+    joined = _joined(candidates, truth, exclude)
     from catalogs.io import read_provenance
 
     threshold = float((read_provenance(candidates).get("catalogue") or {}).get("threshold", 0.5))
-    row = crosssim.headline(joined.reset_index(drop=True), joined["logit"].to_numpy(), threshold, n_bootstrap)
-    row["unscored_truth_rows"] = int(len(known) - len(joined))
+    row = crosssim.headline(joined, joined["logit"].to_numpy(), threshold, n_bootstrap)
+    excluded = int(known["id"].isin(exclude).sum()) if exclude else 0
+    row["excluded_truth_rows"] = excluded
+    row["unscored_truth_rows"] = int(len(known) - len(joined) - excluded)
     row["threshold"] = threshold
     return row
 
 
-def compare_selection(candidates: str | Path, truth: str | Path, selection: str | Path) -> dict[str, Any]:
+def compare_selection(candidates: str | Path, truth: str | Path, selection: str | Path,
+                      exclude: set | None = None) -> dict[str, Any]:
     """True lenses' completeness against the injection-recovery selection function, bin by bin.
 
     ``selection`` is the ``selection_function.json`` that ``python -m lensnet.adapt`` wrote
@@ -50,9 +78,7 @@ def compare_selection(candidates: str | Path, truth: str | Path, selection: str 
     from lensnet import metrics
 
     report = json.loads(Path(selection).read_text())
-    scored = pd.read_parquet(candidates, columns=["object_id", "logit"])
-    known = pd.read_parquet(truth)
-    joined = scored.merge(known, left_on="object_id", right_on="id", how="inner")
+    joined = _joined(candidates, truth, exclude)
     is_lens = joined["is_lens"].to_numpy().astype(bool)
     logit_threshold = float(report["adapted"]["threshold"]["logit"])
     out: dict[str, Any] = {"threshold": report["adapted"]["threshold"], "bins": {}}
@@ -107,9 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--selection-function", metavar="JSON",
                         help="an adaptation's selection_function.json: compare its injection-recovery completeness "
                              "with the true lenses' in the same θE and arc S/N bins")
+    parser.add_argument("--exclude-trained", metavar="ADAPTED",
+                        help="leave out the objects that adaptation fine-tuned on (its data/train set), so that "
+                             "an adapted model and its parent are compared on stamps neither was trained on")
     args = parser.parse_args(argv)
     try:
-        row = measure(RunLayout(args.run).candidates, args.truth, args.bootstrap)
+        exclude = trained_objects(args.exclude_trained) if args.exclude_trained else None
+        row = measure(RunLayout(args.run).candidates, args.truth, args.bootstrap, exclude)
     except (OSError, ValueError, KeyError) as error:
         print(f"python -m pipeline.against_truth: error: {error}", file=sys.stderr)
         return 2
@@ -117,9 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     print(crosssim.render_tables({"threshold": row["threshold"], "target_fpr": 0.01, "sets": {label: row}}))
     if row["unscored_truth_rows"]:
         print(f"({row['unscored_truth_rows']} truth rows were not scored by the run and are left out)")
+    if exclude:
+        print(f"({row['excluded_truth_rows']} objects the adaptation trained on are left out)")
     if args.selection_function:
         row["selection_function_comparison"] = compare_selection(RunLayout(args.run).candidates, args.truth,
-                                                                 args.selection_function)
+                                                                 args.selection_function, exclude)
         print(render_selection(row["selection_function_comparison"]))
     if args.record:
         from lensnet.evaluate import json_safe

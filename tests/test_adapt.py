@@ -333,3 +333,24 @@ def test_true_lenses_are_binned_like_the_injections(adapted, finished_run, tiny_
             if row["true_lenses"] and row["injections"]:
                 assert isinstance(row["intervals_overlap"], bool)
     assert "true lenses" in render_selection(comparison)
+
+
+def test_objects_the_adaptation_trained_on_can_be_left_out(adapted, finished_run, tiny_survey, capsys):
+    from pipeline.against_truth import main as against_truth_main
+    from pipeline.against_truth import measure, trained_objects
+
+    trained = trained_objects(adapted)
+    train_truth = pd.read_parquet(adapted / "data" / "train" / "truth.parquet")
+    assert trained == set(train_truth["object_id"]) and trained
+    candidates = finished_run / "candidates.parquet"
+    everything = measure(candidates, tiny_survey.truth_path, n_bootstrap=10)
+    held_out = measure(candidates, tiny_survey.truth_path, n_bootstrap=10, exclude=trained)
+    truth_ids = set(pd.read_parquet(tiny_survey.truth_path)["id"])
+    assert held_out["excluded_truth_rows"] == len(trained & truth_ids)
+    assert held_out["n"] == everything["n"] - held_out["excluded_truth_rows"]
+    assert against_truth_main([str(finished_run), str(tiny_survey.truth_path), "--bootstrap", "10",
+                               "--exclude-trained", str(adapted)]) == 0
+    assert f"({held_out['excluded_truth_rows']} objects the adaptation trained on are left out)" in capsys.readouterr().out
+    assert against_truth_main([str(finished_run), str(tiny_survey.truth_path), "--exclude-trained",
+                               str(finished_run)]) == 2
+    assert "takes the output directory of python -m lensnet.adapt" in capsys.readouterr().err
