@@ -219,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
         scores = score_demo(result.candidates, truth)
         print(f"demo AUROC against the truth table: {scores['auroc']:.4f} "
               f"({scores['lenses']} lenses among {scores['objects']} scored objects)")
+        if "auroc_visible" in scores:
+            print(f"demo AUROC for visible lenses (arc S/N > 20, θE > 1.0″): {scores['auroc_visible']:.4f} "
+                  f"({scores['visible_lenses']} lenses against every non-lens)")
     problem = incomplete(summary, result.failures)
     if problem:
         print(f"run_survey.py: error: {problem}", file=sys.stderr)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -75,3 +76,20 @@ def test_unknown_yaml_key_is_rejected(tmp_path):
     config.write_text("shard_sise: 3\n")
     with pytest.raises(SettingsError, match="unknown key.*shard_sise"):
         resolve(config)
+
+
+def test_demo_scores_count_every_lens_and_the_visible_ones_apart(tmp_path):
+    from pipeline.demo import score_demo
+
+    truth = pd.DataFrame({"id": [1, 2, 3, 4, 5, 6], "is_lens": [True, True, True, False, False, False],
+                          "arc_snr": [100.0, 3.0, 50.0, 0.0, 0.0, 0.0],
+                          "theta_e_arcsec": [2.0, 2.0, 0.6, 0.0, 0.0, 0.0]})
+    # The invisible lens (S/N 3) ranks below a non-lens; the visible one (S/N 100, θE 2″) ranks first.
+    candidates = pd.DataFrame({"object_id": [1, 2, 3, 4, 5, 6], "logit": [5.0, -3.0, 0.5, 1.0, -1.0, -2.0]})
+    candidates["score"] = 1 / (1 + np.exp(-candidates["logit"]))
+    truth.to_parquet(tmp_path / "truth.parquet")
+    candidates.to_parquet(tmp_path / "candidates.parquet")
+    scores = score_demo(tmp_path / "candidates.parquet", tmp_path / "truth.parquet")
+    assert scores["lenses"] == 3 and scores["objects"] == 6
+    assert scores["auroc"] == pytest.approx(5 / 9)  # pairs (lens above non-lens): 3 + 0 + 2 of 9
+    assert scores["visible_lenses"] == 1 and scores["auroc_visible"] == pytest.approx(1.0)
