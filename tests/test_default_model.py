@@ -30,11 +30,18 @@ def test_default_model_config_is_complete():
     assert (loaded.path / "model.safetensors").stat().st_size < 20 * 2**20
 
 
-def test_default_model_separates_fresh_simulated_lenses():
-    # A seed the training and test sets never used.
-    stamps, truth = simulate_stamps(240, "ground-gri", seed=12345, lens_fraction=0.5)
+@pytest.mark.parametrize("engine", ["lenstronomy", "galsim"])
+def test_default_model_separates_fresh_simulated_lenses(engine):
+    # A seed the training and test sets never used, from each simulator. On 20,000 held-out
+    # stamps of each the default's AUROC is 0.92 counting every lens, down to invisible arcs
+    # (model card); lenses with arc S/N > 20 and θE > 1″ are clearly better separated.
+    stamps, truth = simulate_stamps(240, "ground-gri", seed=12345, lens_fraction=0.5, engine=engine)
     logits = score_stamps(load_model("default"), stamps, batch_size=64)
-    assert auroc(truth["is_lens"].to_numpy(), logits) > 0.9
+    is_lens = truth["is_lens"].to_numpy()
+    assert auroc(is_lens, logits) > 0.85
+    visible = is_lens & (truth["arc_snr"].to_numpy() > 20) & (truth["theta_e_arcsec"].to_numpy() > 1.0)
+    keep = visible | ~is_lens
+    assert visible.sum() > 40 and auroc(visible[keep], logits[keep]) > 0.92
 
 
 def test_model_card_is_generated_from_the_config():
@@ -54,6 +61,10 @@ def test_demo_runs_end_to_end_and_ranks_the_injected_lenses(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     match = re.search(r"demo AUROC against the truth table: ([0-9.]+) \((\d+) lenses", result.stdout)
     assert match, result.stdout[-2000:]
-    assert float(match[1]) >= 0.9 and int(match[2]) > 30
+    assert float(match[1]) >= 0.85 and int(match[2]) > 30
+    visible = re.search(r"demo AUROC for visible lenses \(arc S/N > 20, θE > 1.0″\): ([0-9.]+) \((\d+) lenses",
+                        result.stdout)
+    assert visible, result.stdout[-2000:]
+    assert float(visible[1]) >= 0.88 and int(visible[2]) > 15
     for product in ("candidates.parquet", "failures.parquet", "cutouts.zarr", "dask-report.html", "summary.json"):
         assert (tmp_path / "demo" / product).exists()
