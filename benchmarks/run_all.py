@@ -500,7 +500,11 @@ def tables(results: dict) -> str:
                 for t in default["trials"]]
         choices = default["choices"]
         compile_note = choices.get("compile", {})
-        parts.append("### 2b. Default model (lensresnet-small, 64×64×3) variants, interleaved with the stage's "
+        from lensnet.checkpoint import load_config
+
+        shipped = load_config("default")
+        parts.append(f"### 2b. Default model ({shipped.architecture}, {shipped.stamp_size_px}×{shipped.stamp_size_px}"
+                     f"×{len(shipped.bands)}) variants, interleaved with the stage's "
                      f"baseline, on {choices.get('inputs', 'random N(0, 1)')}\n\n"
                      + markdown_table(["stage", "variant", "threads", "batch", "img/s", "cold img/s",
                                        "of matmul peak", "speed × stage baseline's, per round", "kept",
