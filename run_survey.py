@@ -30,7 +30,7 @@ examples:
   python run_survey.py --demo --out demo/
   python run_survey.py --images 'tiles/{{tile}}_{{band}}.fits' --catalog sources.parquet --bands g,r,i --out run1/
   python run_survey.py --config survey.yaml --scheduler tcp://10.0.0.5:8786
-  python -m lensnet.adapt run1/ && python run_survey.py --rescore run1/ --model run1/adapted
+  python -m pipeline.adapt run1/ && python run_survey.py --rescore run1/ --model run1/adapted
   python run_survey.py --print-config > survey.yaml      # every setting, commented; edit, then --config
   python run_survey.py --config survey.yaml --dry-run    # the plan and a time estimate, nothing run
 """

@@ -17,7 +17,7 @@ A run's ``--out`` directory, as ``run_survey.py`` writes it::
     inspections.parquet, .inspections.lock, inspect_cache/    visual inspection (catalogs.inspect)
 
 Writers (the pipeline, the inspection page) and readers (inspection, the Zooniverse
-export, rescoring, ``lensnet.adapt``) all take these names from here. The read side of
+export, rescoring, ``pipeline.adapt``) all take these names from here. The read side of
 the cutout store lives here too (:func:`open_store`, :func:`read_stamps`,
 :func:`read_cutouts`); ``pipeline.store`` creates it and writes its shards.
 """

@@ -32,7 +32,7 @@ def trained_objects(adapted: str | Path) -> set:
     path = Path(adapted) / "data" / "train" / "truth.parquet"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: --exclude-trained takes the output directory of "
-                                "python -m lensnet.adapt")
+                                "python -m pipeline.adapt")
     return set(pd.read_parquet(path, columns=["object_id"])["object_id"].tolist())
 
 
@@ -70,7 +70,7 @@ def compare_selection(candidates: str | Path, truth: str | Path, selection: str 
                       exclude: set | None = None) -> dict[str, Any]:
     """True lenses' completeness against the injection-recovery selection function, bin by bin.
 
-    ``selection`` is the ``selection_function.json`` that ``python -m lensnet.adapt`` wrote
+    ``selection`` is the ``selection_function.json`` that ``python -m pipeline.adapt`` wrote
     beside the adapted model that scored ``candidates``; the true lenses are counted at that
     model's threshold in the same bins of θE and arc S/N, with the same (Wilson, 68%)
     intervals, and each bin says whether the two intervals overlap.

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lensnet.adapt import AdaptConfig, AdaptError, adapt
+from lensnet.adapt import AdaptConfig, AdaptError
 from lensnet.adapt import hosts as host_tools
 from lensnet.adapt import inject as injection
-from lensnet.adapt.__main__ import main as adapt_main
+from pipeline.adapt import main as adapt_main
 from lensnet.checkpoint import load_config
 from lensnet.simulate import components
 from lensnet.simulate import render as render_lenstronomy
@@ -225,8 +225,10 @@ def test_bad_inputs_are_one_line_errors(damage, message, finished_run, tiny_mode
 
 
 def test_adapt_config_errors_are_typed():
+    from pipeline.adapt import read_run
+
     with pytest.raises(AdaptError, match="not a run directory"):
-        adapt(AdaptConfig(run="/nonexistent/run"))
+        read_run(AdaptConfig(run="/nonexistent/run"))
 
 
 # ------------------------------------------------------------------------------------
@@ -353,4 +355,4 @@ def test_objects_the_adaptation_trained_on_can_be_left_out(adapted, finished_run
     assert f"({held_out['excluded_truth_rows']} objects the adaptation trained on are left out)" in capsys.readouterr().out
     assert against_truth_main([str(finished_run), str(tiny_survey.truth_path), "--exclude-trained",
                                str(finished_run)]) == 2
-    assert "takes the output directory of python -m lensnet.adapt" in capsys.readouterr().err
+    assert "takes the output directory of python -m pipeline.adapt" in capsys.readouterr().err

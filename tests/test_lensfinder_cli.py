@@ -50,7 +50,7 @@ def test_help_lists_every_subcommand():
     (["run", "--rescore", "run1", "--model", "m"], "run_survey", ["--rescore", "run1", "--model", "m"]),
     (["rescore", "run1", "--model", "run1/adapted"], "run_survey", ["--rescore", "run1", "--model", "run1/adapted"]),
     (["rescore", "--help"], "run_survey", ["--help"]),
-    (["adapt", "run1/", "--seed", "3"], "lensnet.adapt.__main__", ["run1/", "--seed", "3"]),
+    (["adapt", "run1/", "--seed", "3"], "pipeline.adapt", ["run1/", "--seed", "3"]),
     (["train", "--config", "t.yaml"], "lensnet.train", ["--config", "t.yaml"]),
     (["evaluate", "--model", "default"], "lensnet.evaluate", ["--model", "default"]),
     (["compare", "--architectures", "a,b"], "lensnet.compare", ["--architectures", "a,b"]),

@@ -1,6 +1,6 @@
 """Adapt a model to the user's survey: simulated arcs painted onto the survey's own galaxies.
 
-``python -m lensnet.adapt RUN`` reads a finished ``run_survey.py`` run, chooses plausible
+``python -m pipeline.adapt RUN`` reads a finished ``run_survey.py`` run; this package chooses plausible
 deflectors among its stamps (:mod:`lensnet.adapt.hosts`), adds lensed sources around them
 (:mod:`lensnet.adapt.inject`), fine-tunes the run's model on those injections against the
 survey's own stamps, and measures the survey's injection-recovery selection function

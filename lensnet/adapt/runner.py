@@ -1,9 +1,9 @@
 """Adapt a model to the survey a run scored: inject, fine-tune, measure the selection function.
 
-Reads a finished run directory (as ``run_survey.py`` writes it): ``cutouts.zarr`` (the
-stamps), ``candidates.parquet`` (which stamps were scored, with the parent model's scores
-and the catalogue's columns) and ``run.yaml`` (its settings: the model, and the tiles,
-whose headers may give the zero points and PSF). Writes into ``OUT`` (default
+Works on a :class:`Survey`: a finished run's scored stamps, its catalogue (with the parent
+model's scores and the catalogue's columns) and its settings (the model, and the tiles, whose
+headers may give the zero points and PSF). ``pipeline.adapt`` reads one from a run directory,
+so that ``lensnet`` itself never depends on the run layout. Writes into ``OUT`` (default
 ``RUN/adapted``) a checkpoint usable as ``--model OUT``:
 
 ``data/train``, ``data/test``   stamp sets (injected hosts and survey negatives), split by object
@@ -36,16 +36,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xarray as xr
-import yaml
 
-from catalogs import layout
 from lensnet import metrics
 from lensnet.adapt import hosts as host_tools
 from lensnet.adapt import inject as injection
 from lensnet.checkpoint import CONFIG_FILE, load_config, load_model, resolve_checkpoint, sha256_of, WEIGHTS_FILE
 
-#: What the adaptation reads from a run directory (catalogs.layout names them).
-RUN_FILES = {"store": layout.STORE_DIR, "candidates": layout.CANDIDATES_FILE, "settings": layout.SETTINGS_FILE}
 RECIPE_FILE = "adaptation.json"
 SELECTION_FILE = "selection_function"
 #: Bins of the selection function (outer edges widen to the data).
@@ -65,7 +61,7 @@ class AdaptError(ValueError):
 
 @dataclass
 class AdaptConfig:
-    """Every option of an adaptation (``python -m lensnet.adapt --help`` names them alike)."""
+    """Every option of an adaptation (``python -m pipeline.adapt --help`` names them alike)."""
 
     run: str
     out: str | None = None
@@ -104,7 +100,7 @@ class AdaptConfig:
 
 @dataclass
 class Survey:
-    """What the adaptation reads from a run."""
+    """What the adaptation takes from a run (``pipeline.adapt.read_run``)."""
 
     stamps: np.ndarray
     catalogue: pd.DataFrame
@@ -116,44 +112,6 @@ class Survey:
 def _log(config: AdaptConfig, message: str) -> None:
     if config.progress:
         print(message, flush=True)
-
-
-def read_run(config: AdaptConfig) -> Survey:
-    """The run's scored stamps (up to ``max_objects``, a seeded random subset), checked against the model."""
-    run = Path(config.run)
-    if not run.is_dir():
-        raise AdaptError(f"{run} is not a run directory; give the --out of a finished run_survey.py run")
-    for role, name in RUN_FILES.items():
-        if not (run / name).exists():
-            hint = ("the run did not finish: run run_survey.py on it again to complete it" if role != "settings"
-                    else "it was not written by run_survey.py")
-            raise AdaptError(f"{run / name} is missing: {hint}")
-    settings = yaml.safe_load((run / RUN_FILES["settings"]).read_text()) or {}
-    parent = config.model or str(settings.get("model", "default")).split(",")[0]
-    try:
-        model = load_config(parent)
-    except (FileNotFoundError, ValueError) as error:
-        raise AdaptError(f"--model {parent}: {error}") from None
-    catalogue = pd.read_parquet(run / RUN_FILES["candidates"])
-    if not len(catalogue):
-        raise AdaptError(f"{run / RUN_FILES['candidates']} holds no scored object: nothing to adapt to")
-    store = layout.RunLayout(run).store
-    with layout.open_store(store) as dataset:
-        bands = [str(band) for band in dataset[layout.BAND].to_numpy()]
-        size = int(dataset[layout.STAMPS].shape[-1])
-    if bands != list(model.bands) or size != model.stamp_size_px:
-        raise AdaptError(f"model {parent} takes bands {','.join(model.bands)} in {model.stamp_size_px}-px stamps; the "
-                         f"run's store holds {','.join(bands)} in {size}-px stamps: choose a model made for this "
-                         "survey with --model")
-    rng = np.random.default_rng(config.seed)
-    if len(catalogue) > config.max_objects:
-        catalogue = catalogue.iloc[np.sort(rng.choice(len(catalogue), config.max_objects, replace=False))]
-    catalogue = catalogue.sort_values("cutout_index").reset_index(drop=True)
-    stamps = layout.read_cutouts(store, catalogue["cutout_index"].to_numpy())
-    if np.isnan(stamps).all(axis=(1, 2, 3)).any():
-        raise AdaptError(f"{run / RUN_FILES['store']} has empty stamps for scored objects: the store is incomplete; "
-                         "run run_survey.py on the run again")
-    return Survey(stamps, catalogue, bands, settings, parent)
 
 
 def _header_values(settings: dict[str, Any], bands: list[str], tiles: list[str], keywords: tuple[str, ...]
@@ -286,12 +244,12 @@ def _recipe_record(config: AdaptConfig, survey: Survey, recipe: injection.Inject
             "run": str(Path(config.run).resolve())}
 
 
-def adapt(config: AdaptConfig, command: str = "") -> dict[str, Any]:
-    """Run an adaptation end to end (see the module docstring); returns the selection function report."""
+def adapt(config: AdaptConfig, survey: Survey, command: str = "") -> dict[str, Any]:
+    """Run an adaptation end to end on a run's stamps (``pipeline.adapt.read_run`` reads them from a
+    run directory); returns the selection function report."""
     from lensnet.train import TrainConfig, train
 
     started = time.perf_counter()
-    survey = read_run(config)
     recipe = injection_recipe(config, survey)
     out = config.out_dir
     record = _recipe_record(config, survey, recipe)

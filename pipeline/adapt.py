@@ -1,12 +1,67 @@
-"""``python -m lensnet.adapt RUN [--out DIR] [options]``: adapt a model to the survey a run scored."""
+"""``python -m pipeline.adapt RUN [--out DIR] [options]``: adapt a model to the survey a run scored.
+
+Reads the finished run directory through :mod:`catalogs.layout` (the stamps in
+``cutouts.zarr``, the scored objects in ``candidates.parquet``, the settings in ``run.yaml``)
+and hands them to :func:`lensnet.adapt.adapt`, which injects, fine-tunes and measures the
+selection function without knowing the run layout.
+"""
 
 from __future__ import annotations
 
 import argparse
 import shlex
 import sys
+from pathlib import Path
 
-from lensnet.adapt.runner import AdaptConfig, AdaptError, adapt, render_report
+import numpy as np
+import pandas as pd
+import yaml
+
+from catalogs import layout
+from lensnet.adapt.runner import AdaptConfig, AdaptError, Survey, adapt, render_report
+from lensnet.checkpoint import load_config
+
+#: What the adaptation reads from a run directory (catalogs.layout names them).
+RUN_FILES = {"store": layout.STORE_DIR, "candidates": layout.CANDIDATES_FILE, "settings": layout.SETTINGS_FILE}
+
+
+def read_run(config: AdaptConfig) -> Survey:
+    """The run's scored stamps (up to ``max_objects``, a seeded random subset), checked against the model."""
+    run = Path(config.run)
+    if not run.is_dir():
+        raise AdaptError(f"{run} is not a run directory; give the --out of a finished run_survey.py run")
+    for role, name in RUN_FILES.items():
+        if not (run / name).exists():
+            hint = ("the run did not finish: run run_survey.py on it again to complete it" if role != "settings"
+                    else "it was not written by run_survey.py")
+            raise AdaptError(f"{run / name} is missing: {hint}")
+    settings = yaml.safe_load((run / RUN_FILES["settings"]).read_text()) or {}
+    parent = config.model or str(settings.get("model", "default")).split(",")[0]
+    try:
+        model = load_config(parent)
+    except (FileNotFoundError, ValueError) as error:
+        raise AdaptError(f"--model {parent}: {error}") from None
+    catalogue = pd.read_parquet(run / RUN_FILES["candidates"])
+    if not len(catalogue):
+        raise AdaptError(f"{run / RUN_FILES['candidates']} holds no scored object: nothing to adapt to")
+    store = layout.RunLayout(run).store
+    with layout.open_store(store) as dataset:
+        bands = [str(band) for band in dataset[layout.BAND].to_numpy()]
+        size = int(dataset[layout.STAMPS].shape[-1])
+    if bands != list(model.bands) or size != model.stamp_size_px:
+        raise AdaptError(f"model {parent} takes bands {','.join(model.bands)} in {model.stamp_size_px}-px stamps; the "
+                         f"run's store holds {','.join(bands)} in {size}-px stamps: choose a model made for this "
+                         "survey with --model")
+    rng = np.random.default_rng(config.seed)
+    if len(catalogue) > config.max_objects:
+        catalogue = catalogue.iloc[np.sort(rng.choice(len(catalogue), config.max_objects, replace=False))]
+    catalogue = catalogue.sort_values("cutout_index").reset_index(drop=True)
+    stamps = layout.read_cutouts(store, catalogue["cutout_index"].to_numpy())
+    if np.isnan(stamps).all(axis=(1, 2, 3)).any():
+        raise AdaptError(f"{run / RUN_FILES['store']} has empty stamps for scored objects: the store is incomplete; "
+                         "run run_survey.py on the run again")
+    return Survey(stamps, catalogue, bands, settings, parent)
+
 
 EPILOG = """\
 then:  run_survey.py --rescore RUN --model RUN/adapted   (scores the stored cutouts again, no tile reading)
@@ -32,7 +87,7 @@ def _pair(text: str) -> tuple[float, float]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m lensnet.adapt", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        prog="python -m pipeline.adapt", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Paint simulated lensed arcs onto the survey's own galaxies, fine-tune the run's model on them "
                     "against the survey's own stamps, and measure the survey's injection-recovery selection function.")
     parser.add_argument("run", help="a finished run_survey.py output directory (cutouts.zarr, candidates.parquet)")
@@ -88,16 +143,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
-    command = "python -m lensnet.adapt " + " ".join(shlex.quote(arg) for arg in (argv or sys.argv[1:]))
+    command = "python -m pipeline.adapt " + " ".join(shlex.quote(arg) for arg in (argv or sys.argv[1:]))
     try:
         config = AdaptConfig(**args)
         if config.threads:
             import torch
 
             torch.set_num_threads(config.threads)
-        report = adapt(config, command)
+        report = adapt(config, read_run(config), command)
     except (AdaptError, FileNotFoundError) as error:
-        print(f"python -m lensnet.adapt: error: {error}", file=sys.stderr)
+        print(f"python -m pipeline.adapt: error: {error}", file=sys.stderr)
         return 2
     print(render_report(report))
     print(f"adapted model: {config.out_dir}  (score the run with: run_survey.py --rescore {config.run} "
