@@ -204,8 +204,8 @@ def test_kfold_training_writes_every_fold_and_a_summary_deterministically(toy_da
                 "--epochs", "1", "--batch-size", "16", "--learning-rate", "5e-3", "--threads", "1", "--seed", "5",
                 "--folds", "3", "--fold", "1"])
     assert not (tmp_path / "one" / "fold-0").exists() and not (tmp_path / "one" / "cv_summary.json").exists()
-    alone = torch.load(tmp_path / "one" / "fold-1" / "last.pt", weights_only=False)["model"]
-    looped = torch.load(tmp_path / "cv" / "fold-1" / "last.pt", weights_only=False)["model"]
+    alone = torch.load(tmp_path / "one" / "fold-1" / "last.pt", weights_only=True)["model"]
+    looped = torch.load(tmp_path / "cv" / "fold-1" / "last.pt", weights_only=True)["model"]
     for key, value in looped.items():
         torch.testing.assert_close(alone[key], value, rtol=0, atol=0)
     with pytest.raises(ValueError, match="fold"):
@@ -222,7 +222,7 @@ def test_fine_tuning_with_a_frozen_backbone_trains_only_the_last_linear_layer(ch
     assert tuned.config.architecture == "lensresnet-tiny"
     last_linear = [name for name, layer in tuned.module.named_modules() if isinstance(layer, torch.nn.Linear)][-1]
     trainable = {f"{last_linear}.weight", f"{last_linear}.bias"}
-    after = torch.load(out / "last.pt", weights_only=False)["model"]
+    after = torch.load(out / "last.pt", weights_only=True)["model"]
     assert set(after) == set(before)
     for key, value in before.items():
         if key in trainable:

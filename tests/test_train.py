@@ -78,10 +78,10 @@ def test_training_learns_saves_a_loadable_checkpoint_and_resumes(tmp_path):
     # Interrupted after one epoch, then resumed: the same weights as the uninterrupted run.
     split = TrainConfig(**{**config.__dict__, "out": str(tmp_path / "split"), "stop_after_epochs": 1})
     train(split)
-    assert len(torch.load(tmp_path / "split" / "last.pt", weights_only=False)["history"]) == 1
+    assert len(torch.load(tmp_path / "split" / "last.pt", weights_only=True)["history"]) == 1
     train(TrainConfig(**{**split.__dict__, "stop_after_epochs": None, "resume": True}))
-    whole = torch.load(out / "last.pt", weights_only=False)
-    resumed = torch.load(tmp_path / "split" / "last.pt", weights_only=False)
+    whole = torch.load(out / "last.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "split" / "last.pt", weights_only=True)
     assert [entry["epoch"] for entry in resumed["history"]] == [1, 2]
     for key, value in whole["model"].items():
         torch.testing.assert_close(resumed["model"][key], value, rtol=0, atol=0)
