@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lensnet.preprocess import reference
-from lensnet.preprocess.stats import MAD_TO_SIGMA
+from lensnet.preprocess.stats import MAD_TO_SIGMA, as_batch
 
 #: Agreement with the reference promised by this module (and tested).
 ATOL = 2e-6
@@ -95,12 +95,7 @@ def asinh_stretch(
     """:func:`lensnet.preprocess.asinh_stretch` in float32 (see the module docstring)."""
     if not (np.isfinite(scale) and scale > 0):
         raise ValueError(f"scale must be positive and finite; got {scale}")
-    x = np.asarray(stamps)
-    single = x.ndim == 3
-    if single:
-        x = x[np.newaxis]
-    if x.ndim != 4:
-        raise ValueError(f"stamps must have shape (n, bands, H, W) or (bands, H, W); got {np.shape(stamps)}")
+    x, single = as_batch(np.asarray(stamps))
     if mask is not None or x.dtype != np.float32 or x.shape[-1] * x.shape[-2] == 0:
         out = reference.asinh_stretch(x, mask=None if mask is None else np.asarray(mask).reshape(x.shape),
                                       scale=scale, subtract_median=subtract_median)

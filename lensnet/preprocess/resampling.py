@@ -7,6 +7,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from lensnet.preprocess.stats import as_batch
+
 
 def _grid_size(size_in_px: int, factor: float, out_size_px: int | None) -> int:
     """Size of the resampled grid before cropping or padding to ``out_size_px``.
@@ -88,14 +90,7 @@ def resample(
 
     array = np.asarray(stamps)
     out_dtype = np.float32 if array.dtype == np.float32 else np.float64
-    x = np.array(array, dtype=np.float64)
-    single = x.ndim == 3
-    if single:
-        x = x[np.newaxis]
-    if x.ndim != 4:
-        raise ValueError(
-            f"stamps must have shape (n, bands, H, W) or (bands, H, W); got {array.shape}"
-        )
+    x, single = as_batch(np.array(array, dtype=np.float64))
     height, width = x.shape[-2:]
     grid = (_grid_size(height, factor, out_size_px), _grid_size(width, factor, out_size_px))
 

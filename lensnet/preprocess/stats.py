@@ -15,6 +15,16 @@ import numpy.typing as npt
 MAD_TO_SIGMA = 1.482602218505602
 
 
+def as_batch(x: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``x`` as a (n, bands, H, W) batch, and whether a leading axis was added to a (bands, H, W) stamp."""
+    single = x.ndim == 3
+    if single:
+        x = x[np.newaxis]
+    if x.ndim != 4:
+        raise ValueError(f"stamps must have shape (n, bands, H, W) or (bands, H, W); got {x.shape}")
+    return x, single
+
+
 def _prepare(
     stamps: npt.ArrayLike, mask: npt.ArrayLike | None
 ) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -26,14 +36,7 @@ def _prepare(
         largest good absolute value lies in [0.5, 1); ``bad`` is the boolean bad-pixel map;
         ``single`` says whether a leading axis was added to a (bands, H, W) input.
     """
-    x = np.array(stamps, dtype=np.float64)  # always a copy: it is modified below
-    single = x.ndim == 3
-    if single:
-        x = x[np.newaxis]
-    if x.ndim != 4:
-        raise ValueError(
-            f"stamps must have shape (n, bands, H, W) or (bands, H, W); got {np.shape(stamps)}"
-        )
+    x, single = as_batch(np.array(stamps, dtype=np.float64))  # always a copy: it is modified below
     bad = ~np.isfinite(x)
     if mask is not None:
         mask_arr = np.asarray(mask)
