@@ -84,8 +84,8 @@ def lensresnet_small(bands: int = 3, **kwargs) -> nn.Module:
 def lensresnet_fast(bands: int = 3, **kwargs) -> nn.Module:
     """lensresnet-small's stages behind a 5x5 stride-2 stem: ~0.5M parameters at a quarter of
     the FLOPs (0.099 vs 0.384 GFLOP per 64x64x3 stamp, `make bench`), since no residual unit runs
-    at full resolution (arcs are several pixels wide
-    once seen through a ground-based PSF, so the first convolution can halve the grid)."""
+    at full resolution (arcs are several pixels wide once seen through a ground-based PSF, so
+    the first convolution can halve the grid)."""
     kwargs.setdefault("stem_kernel", 5)
     kwargs.setdefault("stem_stride", 2)
     return LensResNet(bands=bands, **kwargs)
