@@ -30,12 +30,15 @@ def read_run(config: AdaptConfig) -> Survey:
     run = Path(config.run)
     if not run.is_dir():
         raise AdaptError(f"{run} is not a run directory; give the --out of a finished run_survey.py run")
-    for role, name in RUN_FILES.items():
-        if not (run / name).exists():
+    settings_file = run / RUN_FILES["settings"]
+    settings = (yaml.safe_load(settings_file.read_text()) or {}) if settings_file.is_file() else {}
+    # a rescored run (run_survey.py --rescore) scored the cutout store of the run it names
+    store = layout.RunLayout(settings.get("rescore") or run).store
+    for role, path in (("settings", settings_file), ("candidates", run / RUN_FILES["candidates"]), ("store", store)):
+        if not path.exists():
             hint = ("the run did not finish: run run_survey.py on it again to complete it" if role != "settings"
                     else "it was not written by run_survey.py")
-            raise AdaptError(f"{run / name} is missing: {hint}")
-    settings = yaml.safe_load((run / RUN_FILES["settings"]).read_text()) or {}
+            raise AdaptError(f"{path} is missing: {hint}")
     parent = config.model or str(settings.get("model", "default")).split(",")[0]
     try:
         model = load_config(parent)
@@ -44,7 +47,6 @@ def read_run(config: AdaptConfig) -> Survey:
     catalogue = pd.read_parquet(run / RUN_FILES["candidates"])
     if not len(catalogue):
         raise AdaptError(f"{run / RUN_FILES['candidates']} holds no scored object: nothing to adapt to")
-    store = layout.RunLayout(run).store
     with layout.open_store(store) as dataset:
         bands = [str(band) for band in dataset[layout.BAND].to_numpy()]
         size = int(dataset[layout.STAMPS].shape[-1])
@@ -58,7 +60,7 @@ def read_run(config: AdaptConfig) -> Survey:
     catalogue = catalogue.sort_values("cutout_index").reset_index(drop=True)
     stamps = layout.read_cutouts(store, catalogue["cutout_index"].to_numpy())
     if np.isnan(stamps).all(axis=(1, 2, 3)).any():
-        raise AdaptError(f"{run / RUN_FILES['store']} has empty stamps for scored objects: the store is incomplete; "
+        raise AdaptError(f"{store} has empty stamps for scored objects: the store is incomplete; "
                          "run run_survey.py on the run again")
     return Survey(stamps, catalogue, bands, settings, parent)
 
@@ -132,6 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--learning-rate", type=float, default=3e-4)
     fit.add_argument("--patience", type=int, default=3, help="stop after this many epochs without a better "
                                                               "validation loss (default 3)")
+    fit.add_argument("--freeze-backbone", action="store_true",
+                     help="fine-tune only the final layer, keeping the parent's features")
+    fit.add_argument("--rehearse", type=lambda text: [item for item in text.split(",") if item], metavar="DIR,...",
+                     help="stamp sets (python -m lensnet.simulate output, e.g. the parent's training data) whose "
+                          "simulated lenses and contaminants are trained on alongside the injections, so that the "
+                          "model keeps what it knew")
+    fit.add_argument("--rehearse-max", type=int, default=6000,
+                     help="simulated stamps taken from --rehearse in all, a seeded random subset (default 6000)")
     fit.add_argument("--target-fpr", type=float, default=0.01,
                      help="false-positive rate on the survey's held-out stamps that sets the threshold (default 0.01)")
     fit.add_argument("--seed", type=int, default=0)

@@ -224,6 +224,64 @@ def test_bad_inputs_are_one_line_errors(damage, message, finished_run, tiny_mode
     assert not (tmp_path / "out" / "model.safetensors").exists()
 
 
+@pytest.fixture(scope="module")
+def simulated_set(tmp_path_factory):
+    """A small simulated stamp set in the tiny survey's bands and stamp size (for rehearsal)."""
+    from lensnet.simulate.dataset import generate_dataset
+
+    return generate_dataset(tmp_path_factory.mktemp("rehearsal") / "sim", n=24, profile="ground-gri", seed=5,
+                            chunk_size=12, progress=False, n_workers=1, scheduler="threads", size_px=32)
+
+
+def test_rehearsal_trains_on_simulated_stamps_alongside_the_injections(finished_run, simulated_set, tmp_path):
+    out = tmp_path / "rehearsed"
+    assert adapt_main([str(finished_run), "--out", str(out), "--epochs", "1", "--batch-size", "16",
+                       "--max-injections", "40", "--threads", "1", "--quiet", "--rehearse", str(simulated_set),
+                       "--rehearse-max", "10", "--freeze-backbone", *LOOSE]) == 0
+    rehearsal = pd.read_parquet(out / "data" / "rehearsal" / "truth.parquet")
+    source = pd.read_parquet(simulated_set / "truth.parquet").sort_values("stamp_index").reset_index(drop=True)
+    assert len(rehearsal) == 10 and rehearsal["source_index"].is_unique
+    # each rehearsal stamp keeps the label it was simulated with
+    assert (rehearsal["is_lens"].to_numpy() == source["is_lens"].to_numpy()[rehearsal["source_index"]]).all()
+    config = load_config(out)
+    record = config.training["adaptation"]
+    assert record["options"]["rehearse"] == [str(simulated_set)] and record["options"]["freeze_backbone"]
+    assert record["rehearsal"]["sets"][0]["stamps"] == 10
+    train = pd.read_parquet(out / "data" / "train" / "truth.parquet")
+    trained_on = config.training["data"]["n_train"] + config.training["data"]["n_val"]
+    assert trained_on == len(train) + len(rehearsal)
+
+
+def test_rehearsal_sets_must_match_the_survey(finished_run, tmp_path, capsys):
+    from lensnet.simulate.dataset import generate_dataset
+
+    wrong = generate_dataset(tmp_path / "sim", n=4, profile="ground-gri", seed=5, chunk_size=4, progress=False,
+                             n_workers=1, scheduler="threads", size_px=40)
+    argv = [str(finished_run), "--out", str(tmp_path / "out"), "--quiet", "--epochs", "1", *LOOSE]
+    assert adapt_main([*argv, "--rehearse", str(wrong)]) == 2
+    err = capsys.readouterr().err
+    assert "40-px stamps" in err and err.count("\n") == 1
+    assert adapt_main([*argv, "--rehearse", str(tmp_path / "nothing")]) == 2
+    assert "not a stamp set" in capsys.readouterr().err
+
+
+def test_a_rescored_run_is_adapted_from_the_store_it_scored(finished_run, tiny_model, client, tmp_path):
+    from pipeline.adapt import read_run
+
+    settings = rescore_settings({"rescore": str(finished_run), "model": str(tiny_model), "progress": False,
+                                 "out": str(tmp_path / "rescored")})
+    execute_rescore(prepare_rescore(settings, log=lambda _: None), client, log=lambda _: None)
+    assert not (tmp_path / "rescored" / "cutouts.zarr").exists()
+    survey = read_run(AdaptConfig(run=str(tmp_path / "rescored")))
+    direct = read_run(AdaptConfig(run=str(finished_run)))
+    np.testing.assert_array_equal(survey.stamps, direct.stamps)
+    assert survey.parent == str(tiny_model)
+    # rescoring the rescored run scores the store it scored, and writes beside it
+    again = rescore_settings({"rescore": str(tmp_path / "rescored"), "model": str(tiny_model), "progress": False})
+    assert again.rescore == str(finished_run)
+    assert again.out == str(tmp_path / "rescored" / f"rescore-{tiny_model.name}")
+
+
 def test_adapt_config_errors_are_typed():
     from pipeline.adapt import read_run
 

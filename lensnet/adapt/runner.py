@@ -7,6 +7,9 @@ so that ``lensnet`` itself never depends on the run layout. Writes into ``OUT`` 
 ``RUN/adapted``) a checkpoint usable as ``--model OUT``:
 
 ``data/train``, ``data/test``   stamp sets (injected hosts and survey negatives), split by object
+``data/rehearsal``              with ``rehearse``: a seeded subset of simulated stamp sets (e.g. the
+                                parent's own training data) trained on alongside, so that the
+                                fine-tune keeps what the parent learned
 ``model.safetensors``, ``config.json``   the fine-tuned model; its ``training["adaptation"]``
                                 records the parent model, the run, the host selection and the
                                 injection recipe; its threshold gives ``target_fpr`` on the
@@ -86,6 +89,9 @@ class AdaptConfig:
     batch_size: int = 128
     learning_rate: float = 3e-4
     patience: int = 3
+    freeze_backbone: bool = False
+    rehearse: list[str] | None = None
+    rehearse_max: int = 6000
     target_fpr: float = 0.01
     seed: int = 0
     threads: int | None = None
@@ -227,6 +233,51 @@ def build_sets(config: AdaptConfig, survey: Survey, recipe: injection.InjectionR
     return summary
 
 
+def rehearsal_sources(config: AdaptConfig, bands: list[str], stamp_size_px: int) -> list[tuple[Path, int]]:
+    """The ``rehearse`` stamp sets with their sizes, checked against the survey's bands and stamp size."""
+    if config.rehearse and config.rehearse_max < 1:
+        raise AdaptError(f"--rehearse-max {config.rehearse_max}: take at least one simulated stamp")
+    sources = []
+    for source in map(Path, config.rehearse or []):
+        if not (source / "stamps.zarr").exists() or not (source / "truth.parquet").is_file():
+            raise AdaptError(f"--rehearse {source}: not a stamp set (stamps.zarr and truth.parquet); make one with "
+                             "python -m lensnet.simulate, or give the parent's training data")
+        dataset = xr.open_zarr(source / "stamps.zarr", consolidated=False)
+        source_bands = [str(band) for band in dataset["band"].to_numpy()] if "band" in dataset.coords else []
+        n, size = int(dataset["stamps"].shape[0]), int(dataset["stamps"].shape[-1])
+        if source_bands != list(bands) or size != stamp_size_px:
+            raise AdaptError(f"--rehearse {source}: holds bands {','.join(source_bands)} in {size}-px stamps; the "
+                             f"survey and the model take {','.join(bands)} in {stamp_size_px}-px stamps")
+        sources.append((source, n))
+    return sources
+
+
+def build_rehearsal(config: AdaptConfig, bands: list[str], stamp_size_px: int, directory: Path) -> dict[str, Any]:
+    """A seeded random subset (``rehearse_max`` stamps, shared evenly) of the ``rehearse`` stamp
+    sets, written to ``directory``; their lenses and contaminants keep the labels they came with."""
+    rng = np.random.default_rng([config.seed, 2])
+    sources = rehearsal_sources(config, bands, stamp_size_px)
+    shares = [config.rehearse_max // len(sources) + (index < config.rehearse_max % len(sources))
+              for index in range(len(sources))]
+    stamps, truths, summary = [], [], []
+    for (source, size), share in zip(sources, shares, strict=True):
+        truth = pd.read_parquet(source / "truth.parquet")
+        if "stamp_index" in truth:
+            truth = truth.sort_values("stamp_index").reset_index(drop=True)
+        chosen = np.sort(rng.choice(size, min(share, size), replace=False))
+        dataset = xr.open_zarr(source / "stamps.zarr", consolidated=False)
+        stamps.append(dataset["stamps"].isel(object=chosen).to_numpy().astype(np.float32, copy=False))
+        part = truth.iloc[chosen].reset_index(drop=True)
+        truths.append(pd.DataFrame({"is_lens": part["is_lens"].to_numpy().astype(bool),
+                                    "kind": part["kind"].astype(str).to_numpy() if "kind" in part else "simulated",
+                                    "rehearsal_source": str(source), "source_index": chosen}))
+        summary.append({"path": str(source), "stamps": len(chosen), "lenses": int(truths[-1]["is_lens"].sum())})
+    _log(config, f"rehearsing on {sum(len(t) for t in truths)} simulated stamps from {len(sources)} set(s)")
+    _write_set(directory, np.concatenate(stamps), pd.concat(truths, ignore_index=True), bands,
+               {"adaptation_split": "rehearsal"})
+    return {"sets": summary}
+
+
 def _host_columns(catalogue: pd.DataFrame, measured: pd.DataFrame, index: np.ndarray) -> pd.DataFrame:
     columns = {"object_id": catalogue["object_id"].to_numpy()[index],
                "cutout_index": catalogue["cutout_index"].to_numpy()[index],
@@ -251,6 +302,8 @@ def adapt(config: AdaptConfig, survey: Survey, command: str = "") -> dict[str, A
 
     started = time.perf_counter()
     recipe = injection_recipe(config, survey)
+    model_config = load_config(survey.parent)
+    rehearsal_sources(config, survey.bands, model_config.stamp_size_px)  # bad sets fail before any work
     out = config.out_dir
     record = _recipe_record(config, survey, recipe)
     recorded = out / RECIPE_FILE
@@ -260,7 +313,6 @@ def adapt(config: AdaptConfig, survey: Survey, command: str = "") -> dict[str, A
                              "discard it")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    model_config = load_config(survey.parent)
     state = json.loads(recorded.read_text()) if recorded.is_file() else {"recipe": record}
     if "sets" not in state:
         _log(config, f"adapting {survey.parent} to {config.run}: {len(survey.catalogue)} survey stamps")
@@ -268,8 +320,15 @@ def adapt(config: AdaptConfig, survey: Survey, command: str = "") -> dict[str, A
         recorded.write_text(json.dumps(state, indent=2) + "\n")
     else:
         _log(config, f"reusing the injected sets in {out / 'data'}")
+    if config.rehearse and "rehearsal" not in state:
+        state["rehearsal"] = build_rehearsal(config, survey.bands, model_config.stamp_size_px,
+                                             out / "data" / "rehearsal")
+        recorded.write_text(json.dumps(state, indent=2) + "\n")
+    data: str | list[str] = str(out / "data" / "train")
+    if config.rehearse:
+        data = [data, str(out / "data" / "rehearsal")]
     train_config = TrainConfig(
-        data=str(out / "data" / "train"), out=str(out), init_from=survey.parent, epochs=config.epochs,
+        data=data, freeze_backbone=config.freeze_backbone, out=str(out), init_from=survey.parent, epochs=config.epochs,
         batch_size=config.batch_size, learning_rate=config.learning_rate, patience=config.patience,
         validation_fraction=0.2, target_fpr=config.target_fpr, seed=config.seed, threads=config.threads,
         resume=True, name=f"{model_config.name or 'model'}-adapted")
@@ -277,7 +336,7 @@ def adapt(config: AdaptConfig, survey: Survey, command: str = "") -> dict[str, A
     report = measure_selection(config, survey.parent, out)
     adapted = load_config(out)
     adapted.threshold = report["threshold"]["value"]
-    adapted.training["adaptation"] = {**record, "sets": state["sets"],
+    adapted.training["adaptation"] = {**record, "sets": state["sets"], "rehearsal": state.get("rehearsal"),
                                       "selection_function": f"{SELECTION_FILE}.json"}
     adapted.metrics = {"survey_injections": {key: report["adapted"][key] for key in ("auroc", "completeness")}}
     (out / CONFIG_FILE).write_text(adapted.to_json() + "\n")
