@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--arc-snr-range", type=_pair, default=(2.0, 1000.0), metavar="LOW,HIGH",
                       help="target arc S/N (Lanusse et al. eq. 10, against each stamp's own noise), log-uniform "
                            "(default 2,1000)")
+    data.add_argument("--train-arc-snr-min", type=float, default=0.0, metavar="SNR",
+                      help="training injections only: target arc S/N from this up (the held-out injections that "
+                           "measure the selection function keep the whole --arc-snr-range; default 0: no limit)")
     data.add_argument("--max-injections", type=int, default=4000, help="injected lenses in all (default 4000)")
     data.add_argument("--injections-per-host", type=int, default=1, help="arcs painted on each host (default 1)")
     data.add_argument("--max-objects", type=int, default=20000,
@@ -126,8 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="reference-band magnitude in a 1.5\" aperture below this (default 22)")
     hosts.add_argument("--colour-min", type=float, default=0.8,
                        help="bluest band minus reference band above this: red galaxies (default 0.8)")
-    hosts.add_argument("--concentration-min", type=float, default=0.3,
-                       help="flux(<0.6\")/flux(<2.5\") above this: early types (default 0.3)")
+    hosts.add_argument("--concentration-min", type=float, default=0.15,
+                       help="flux(<0.6\")/flux(<2.5\") above this (default 0.15: keeps the large early types "
+                            "that have the large Einstein radii; 0.3 keeps only compact ones)")
     fit = parser.add_argument_group("fine-tuning")
     fit.add_argument("--epochs", type=int, default=8)
     fit.add_argument("--batch-size", type=int, default=128)

@@ -233,11 +233,11 @@ def simulated_set(tmp_path_factory):
                             chunk_size=12, progress=False, n_workers=1, scheduler="threads", size_px=32)
 
 
-def test_rehearsal_trains_on_simulated_stamps_alongside_the_injections(finished_run, simulated_set, tmp_path):
+def test_rehearsal_and_bright_training_arcs(finished_run, simulated_set, tmp_path):
     out = tmp_path / "rehearsed"
     assert adapt_main([str(finished_run), "--out", str(out), "--epochs", "1", "--batch-size", "16",
                        "--max-injections", "40", "--threads", "1", "--quiet", "--rehearse", str(simulated_set),
-                       "--rehearse-max", "10", "--freeze-backbone", *LOOSE]) == 0
+                       "--rehearse-max", "10", "--freeze-backbone", "--train-arc-snr-min", "50", *LOOSE]) == 0
     rehearsal = pd.read_parquet(out / "data" / "rehearsal" / "truth.parquet")
     source = pd.read_parquet(simulated_set / "truth.parquet").sort_values("stamp_index").reset_index(drop=True)
     assert len(rehearsal) == 10 and rehearsal["source_index"].is_unique
@@ -248,6 +248,10 @@ def test_rehearsal_trains_on_simulated_stamps_alongside_the_injections(finished_
     assert record["options"]["rehearse"] == [str(simulated_set)] and record["options"]["freeze_backbone"]
     assert record["rehearsal"]["sets"][0]["stamps"] == 10
     train = pd.read_parquet(out / "data" / "train" / "truth.parquet")
+    test = pd.read_parquet(out / "data" / "test" / "truth.parquet")
+    # faint arcs only in the held-out injections, which measure the selection function
+    assert (train.loc[train["is_lens"], "target_arc_snr"] >= 50).all()
+    assert (test.loc[test["is_lens"], "target_arc_snr"] < 50).any()
     trained_on = config.training["data"]["n_train"] + config.training["data"]["n_val"]
     assert trained_on == len(train) + len(rehearsal)
 

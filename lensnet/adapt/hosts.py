@@ -13,7 +13,11 @@ Everything is measured on the raw stamps of a run's cutout store, band by band:
 
 Hosts, by default, look like the massive early-type galaxies that lens: bright
 (reference-band aperture magnitude below ``host_mag_max``), red (colour above
-``colour_min``) and concentrated (above ``concentration_min``), with clean flags.
+``colour_min``) and not diffuse (concentration above ``concentration_min``), with clean
+flags. The concentration cut is loose on purpose: massive deflectors are large, so on a
+ground-based survey their concentration is lower than a small elliptical's, and a tight cut
+paints the large Einstein radii only onto compact galaxies, a pairing real lenses do not
+share (on a GalSim mock survey, the cuts kept 6% of the 48 lenses with θE > 2″ at 0.3, 77% at 0.15).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ class HostSelection:
 
     host_mag_max: float = 22.0
     colour_min: float = 0.8
-    concentration_min: float = 0.3
+    concentration_min: float = 0.15
     allowed_flags: int = 0
 
 

@@ -76,10 +76,11 @@ class AdaptConfig:
     exclude_top_fraction: float = 0.005
     host_mag_max: float = 22.0
     colour_min: float = 0.8
-    concentration_min: float = 0.3
+    concentration_min: float = 0.15
     theta_e: str = "uniform"
     theta_e_range_arcsec: tuple[float, float] = (0.5, 4.0)
     arc_snr_range: tuple[float, float] = (2.0, 1000.0)
+    train_arc_snr_min: float = 0.0
     psf_fwhm_arcsec: list[float] | None = None
     psf_moffat_beta: float = 3.0
     zeropoints: list[float] | None = None
@@ -214,7 +215,13 @@ def build_sets(config: AdaptConfig, survey: Survey, recipe: injection.InjectionR
         if len(host_index) > share:
             host_index = np.sort(rng.choice(host_index, share, replace=False))
         theta_e = injection.draw_theta_e(rng, recipe, measured["host_mag"].to_numpy()[host_index])
-        target = injection.draw_target_snr(rng, recipe, len(host_index))
+        drawn = recipe
+        if name == "train" and config.train_arc_snr_min > recipe.arc_snr_range[0]:
+            # arcs too faint to see are label noise for training; the held-out injections keep
+            # the whole range, so that the selection function covers it
+            drawn = dataclasses.replace(recipe, arc_snr_range=(min(config.train_arc_snr_min, recipe.arc_snr_range[1]),
+                                                               recipe.arc_snr_range[1]))
+        target = injection.draw_target_snr(rng, drawn, len(host_index))
         _log(config, f"injecting {len(host_index)} arcs into {name} hosts ...")
         injected, _, truth = injection.inject(rng, survey.stamps[host_index], measured.iloc[host_index].reset_index(
             drop=True), profile, recipe, theta_e, target)
