@@ -113,8 +113,8 @@ def rotational_asymmetry(light: np.ndarray, cx: np.ndarray, cy: np.ndarray, radi
 
     ``I₁₈₀`` is the image turned by 180° about the centroid (bilinear shift, then a flip).
     ``B`` is what noise alone gives: the circle's pixel count times the mean ``|I - I₁₈₀|``
-    expected from the difference image's own noise, measured (1.4826 × MAD) outside the
-    circle, so the smoothing of the shift is accounted for. Smooth early types sit near 0;
+    expected from the difference image's own noise, measured (1.4826 × MAD) in the stamp's
+    edge frame, so the smoothing of the shift is accounted for. Smooth early types sit near 0;
     discs with arms, mergers, lopsided rings and galaxies with a companion inside the circle
     do not (the index of Conselice 2003).
     """
@@ -125,7 +125,8 @@ def rotational_asymmetry(light: np.ndarray, cx: np.ndarray, cy: np.ndarray, radi
     rows, cols = np.indices((size, size), dtype=np.float64)
     distance = np.hypot(cols - centre, rows - centre)
     circle = distance < radius_px
-    outside = (distance > radius_px + 4) & (distance < centre - 3)
+    outside = np.ones((size, size), dtype=bool)  # the edge frame, where the sky is measured too
+    outside[EDGE_PX:-EDGE_PX, EDGE_PX:-EDGE_PX] = False
     result = np.full(n, np.nan)
     for index in range(n):
         shifted = ndimage.shift(light[index], (centre - cy[index], centre - cx[index]), order=1, mode="reflect")
