@@ -253,7 +253,7 @@ def test_rehearsal_and_bright_training_arcs(finished_run, simulated_set, tmp_pat
     out = tmp_path / "rehearsed"
     assert adapt_main([str(finished_run), "--out", str(out), "--epochs", "1", "--batch-size", "16",
                        "--max-injections", "40", "--threads", "1", "--quiet", "--rehearse", str(simulated_set),
-                       "--rehearse-max", "10", "--freeze-backbone", "--train-arc-snr-min", "50", *LOOSE]) == 0
+                       "--rehearse-max", "10", "--freeze-backbone", "--train-arc-snr-min", "50", "--exclude-top-fraction", "0.3", *LOOSE]) == 0
     rehearsal = pd.read_parquet(out / "data" / "rehearsal" / "truth.parquet")
     source = pd.read_parquet(simulated_set / "truth.parquet").sort_values("stamp_index").reset_index(drop=True)
     assert len(rehearsal) == 10 and rehearsal["source_index"].is_unique
@@ -268,6 +268,11 @@ def test_rehearsal_and_bright_training_arcs(finished_run, simulated_set, tmp_pat
     # faint arcs only in the held-out injections, which measure the selection function
     assert (train.loc[train["is_lens"], "target_arc_snr"] >= 50).all()
     assert (test.loc[test["is_lens"], "target_arc_snr"] < 50).any()
+    # the parent's top-ranked objects are kept out of training, but not out of the held-out
+    # stamps that set the threshold
+    top = set(pd.read_parquet(finished_run / "candidates.parquet").query("rank <= 18")["object_id"])
+    assert not top & set(train["object_id"])
+    assert top & set(test.loc[~test["is_lens"], "object_id"])
     trained_on = config.training["data"]["n_train"] + config.training["data"]["n_val"]
     assert trained_on == len(train) + len(rehearsal)
 

@@ -194,11 +194,12 @@ def build_sets(config: AdaptConfig, survey: Survey, recipe: injection.InjectionR
     selection = host_tools.HostSelection(config.host_mag_max, config.colour_min, config.concentration_min,
                                          config.asymmetry_max, config.axis_ratio_min)
     # lenses are ~1e-4 of galaxies, but the parent model's top-scored objects are the likeliest
-    # real ones: keep them out of the negatives and the hosts
+    # real ones: keep them out of the training negatives and the hosts
     top = np.zeros(len(catalogue), dtype=bool)
     if config.exclude_top_fraction > 0 and "rank" in catalogue:
         top = catalogue["rank"].to_numpy() <= max(1, math.ceil(config.exclude_top_fraction * len(catalogue)))
-    clean = ((flags & ~selection.allowed_flags) == 0) & ~top
+    unflagged = (flags & ~selection.allowed_flags) == 0
+    clean = unflagged & ~top
     is_host = host_tools.select_hosts(measured, flags, selection) & ~top
     n_hosts = int(is_host.sum())
     if n_hosts < 20:
@@ -229,7 +230,10 @@ def build_sets(config: AdaptConfig, survey: Survey, recipe: injection.InjectionR
         _log(config, f"injecting {len(host_index)} arcs into {name} hosts ...")
         injected, _, truth = injection.inject(rng, survey.stamps[host_index], measured.iloc[host_index].reset_index(
             drop=True), profile, recipe, theta_e, target)
-        negatives = np.flatnonzero(clean & members)
+        # the held-out survey stamps set the threshold, so they keep the parent's top-ranked
+        # objects: at a survey's lens fraction those are look-alikes, and leaving the hardest
+        # non-lenses out would put the threshold too low for the target false-positive rate
+        negatives = np.flatnonzero((clean if name == "train" else unflagged) & members)
         positives_truth = pd.concat([truth, _host_columns(catalogue, measured, host_index)], axis=1)
         positives_truth["is_lens"], positives_truth["kind"] = True, "injection"
         negatives_truth = _host_columns(catalogue, measured, negatives)
