@@ -199,7 +199,8 @@ def test_rerunning_reuses_the_sets_and_another_recipe_needs_force(adapted, finis
     assert adapt_main([str(finished_run), "--out", str(adapted), "--epochs", "1", "--batch-size", "16",
                        "--max-injections", "40", "--threads", "1", *LOOSE]) == 0
     assert (adapted / "data" / "train" / "truth.parquet").stat().st_mtime_ns == before
-    assert "reusing the injected sets" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "reusing the injected sets" in out and "no --rehearse" in out
     assert adapt_main([str(finished_run), "--out", str(adapted), "--max-injections", "50", *LOOSE]) == 2
     assert "another recipe" in capsys.readouterr().err and (adapted / "model.safetensors").is_file()
 

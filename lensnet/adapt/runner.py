@@ -319,6 +319,9 @@ def adapt(config: AdaptConfig, survey: Survey, command: str = "") -> dict[str, A
     recipe = injection_recipe(config, survey)
     model_config = load_config(survey.parent)
     rehearsal_sources(config, survey.bands, model_config.stamp_size_px)  # bad sets fail before any work
+    if not config.rehearse:
+        _log(config, "no --rehearse: the fine-tune sees only injections and survey stamps; give it the parent's "
+                     "training data (or a python -m lensnet.simulate set) to keep what the parent knew")
     out = config.out_dir
     record = _recipe_record(config, survey, recipe)
     recorded = out / RECIPE_FILE
