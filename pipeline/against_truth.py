@@ -66,6 +66,19 @@ def measure(candidates: str | Path, truth: str | Path, n_bootstrap: int = 1000,
     return row
 
 
+def paired(baseline: str | Path, candidates: str | Path, truth: str | Path, exclude: set | None = None,
+           n_bootstrap: int = 1000) -> dict[str, Any]:
+    """This run's gain over ``baseline`` (another run's catalogue of the same survey) on the
+    objects both scored, with paired bootstrap intervals (:func:`lensnet.crosssim.paired_difference`)."""
+    ours = _joined(candidates, truth, exclude)
+    theirs = pd.read_parquet(baseline, columns=["object_id", "logit"]).rename(columns={"logit": "baseline_logit"})
+    both = ours.merge(theirs, on="object_id", how="inner")
+    if both.empty:
+        raise ValueError("the two runs share no scored object with the truth table")
+    return crosssim.paired_difference(both["is_lens"].to_numpy(), both["baseline_logit"].to_numpy(),
+                                      both["logit"].to_numpy(), crosssim.bright_lenses(both), 0.01, n_bootstrap)
+
+
 def compare_selection(candidates: str | Path, truth: str | Path, selection: str | Path,
                       exclude: set | None = None) -> dict[str, Any]:
     """True lenses' completeness against the injection-recovery selection function, bin by bin.
@@ -136,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exclude-trained", metavar="ADAPTED",
                         help="leave out the objects that adaptation fine-tuned on (its data/train set), so that "
                              "an adapted model and its parent are compared on stamps neither was trained on")
+    parser.add_argument("--baseline", metavar="RUN",
+                        help="another run over the same survey (e.g. the parent model's): report this run's gain "
+                             "over it on the same objects, with paired bootstrap intervals of the difference")
     args = parser.parse_args(argv)
     try:
         exclude = trained_objects(args.exclude_trained) if args.exclude_trained else None
@@ -149,6 +165,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"({row['unscored_truth_rows']} truth rows were not scored by the run and are left out)")
     if exclude:
         print(f"({row['excluded_truth_rows']} objects the adaptation trained on are left out)")
+    if args.baseline:
+        try:
+            row["paired"] = paired(RunLayout(args.baseline).candidates, RunLayout(args.run).candidates, args.truth,
+                                   exclude, args.bootstrap)
+        except (OSError, ValueError, KeyError) as error:
+            print(f"python -m pipeline.against_truth: error: --baseline {args.baseline}: {error}", file=sys.stderr)
+            return 2
+        print()
+        print(crosssim.render_paired(row["paired"], Path(args.baseline).name, label))
     if args.selection_function:
         row["selection_function_comparison"] = compare_selection(RunLayout(args.run).candidates, args.truth,
                                                                  args.selection_function, exclude)

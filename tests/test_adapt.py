@@ -437,6 +437,10 @@ def test_objects_the_adaptation_trained_on_can_be_left_out(adapted, finished_run
     assert against_truth_main([str(finished_run), str(tiny_survey.truth_path), "--bootstrap", "10",
                                "--exclude-trained", str(adapted)]) == 0
     assert f"({held_out['excluded_truth_rows']} objects the adaptation trained on are left out)" in capsys.readouterr().out
+    assert against_truth_main([str(finished_run), str(tiny_survey.truth_path), "--bootstrap", "10",
+                               "--baseline", str(finished_run)]) == 0
+    auroc_line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| AUROC |"))
+    assert "+0.0000 [+0.0000, +0.0000] | 0% |" in auroc_line  # a run against itself gains nothing
     assert against_truth_main([str(finished_run), str(tiny_survey.truth_path), "--exclude-trained",
                                str(finished_run)]) == 2
     assert "takes the output directory of python -m pipeline.adapt" in capsys.readouterr().err

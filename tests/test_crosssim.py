@@ -111,3 +111,17 @@ def test_evaluating_several_sets_side_by_side_and_recording_them(checkpoint, toy
     assert recorded["command"].startswith("python -m lensnet.evaluate") and len(recorded["data"]) == 2
     card = render_card(model)
     assert "## Cross-simulator evaluation" in card and "| other |" in card
+
+
+def test_paired_difference_is_zero_for_the_same_scores_and_positive_for_better_ones():
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.ones(60, bool), np.zeros(600, bool)]
+    baseline = rng.normal(0, 1, labels.size) + 1.0 * labels
+    selected = np.r_[np.arange(60) % 2 == 0, np.zeros(600, bool)]
+    same = crosssim.paired_difference(labels, baseline, baseline, selected, n_bootstrap=200)
+    for key in ("auroc", "completeness_bright_at_fpr"):
+        assert same[key]["difference"] == 0 and same[key]["interval_95"] == [0.0, 0.0] and same[key]["p_better"] == 0
+    better = crosssim.paired_difference(labels, baseline, baseline + 2.0 * labels, selected, n_bootstrap=200)
+    assert better["auroc"]["interval_95"][0] > 0 and better["auroc"]["p_better"] == 1.0
+    assert better["completeness_bright_at_fpr"]["difference"] > 0.3 and better["n_selected"] == 30
+    assert "difference [95%, paired]" in crosssim.render_paired(better, "parent", "adapted")
