@@ -254,7 +254,8 @@ def test_rehearsal_and_bright_training_arcs(finished_run, simulated_set, tmp_pat
     out = tmp_path / "rehearsed"
     assert adapt_main([str(finished_run), "--out", str(out), "--epochs", "1", "--batch-size", "16",
                        "--max-injections", "40", "--threads", "1", "--quiet", "--rehearse", str(simulated_set),
-                       "--rehearse-max", "10", "--freeze-backbone", "--train-arc-snr-min", "50", "--exclude-top-fraction", "0.3", *LOOSE]) == 0
+                       "--rehearse-max", "10", "--freeze-backbone", "--train-arc-snr-min", "50",
+                       "--exclude-top-fraction", "0.3", *LOOSE]) == 0
     rehearsal = pd.read_parquet(out / "data" / "rehearsal" / "truth.parquet")
     source = pd.read_parquet(simulated_set / "truth.parquet").sort_values("stamp_index").reset_index(drop=True)
     assert len(rehearsal) == 10 and rehearsal["source_index"].is_unique
@@ -278,7 +279,9 @@ def test_rehearsal_and_bright_training_arcs(finished_run, simulated_set, tmp_pat
     assert trained_on == len(train) + len(rehearsal)
 
 
-def test_rehearsal_sets_must_match_the_survey(finished_run, tmp_path, capsys):
+def test_rehearsal_sets_must_match_the_survey(finished_run, simulated_set, tmp_path, capsys):
+    import zarr
+
     from lensnet.simulate.dataset import generate_dataset
 
     wrong = generate_dataset(tmp_path / "sim", n=4, profile="ground-gri", seed=5, chunk_size=4, progress=False,
@@ -289,6 +292,12 @@ def test_rehearsal_sets_must_match_the_survey(finished_run, tmp_path, capsys):
     assert "40-px stamps" in err and err.count("\n") == 1
     assert adapt_main([*argv, "--rehearse", str(tmp_path / "nothing")]) == 2
     assert "not a stamp set" in capsys.readouterr().err
+    finer = tmp_path / "finer"
+    shutil.copytree(simulated_set, finer)
+    zarr.open_group(finer / "stamps.zarr", mode="r+").attrs["pixel_scale_arcsec"] = 0.1
+    assert adapt_main([*argv, "--rehearse", str(finer)]) == 2
+    assert "simulated at 0.1\"/px" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "data").exists()  # refused before any set was built
 
 
 def test_a_rescored_run_is_adapted_from_the_store_it_scored(finished_run, tiny_model, client, tmp_path):

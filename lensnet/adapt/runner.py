@@ -204,8 +204,9 @@ def build_sets(config: AdaptConfig, survey: Survey, recipe: injection.InjectionR
     n_hosts = int(is_host.sum())
     if n_hosts < 20:
         raise AdaptError(f"only {n_hosts} objects look like lens galaxies (aperture mag < {config.host_mag_max}, "
-                         f"colour > {config.colour_min}, concentration > {config.concentration_min}, asymmetry < {config.asymmetry_max}, "
-                         f"axis ratio > {config.axis_ratio_min}); loosen --host-mag-max, --colour-min, "
+                         f"colour > {config.colour_min}, concentration > {config.concentration_min}, "
+                         f"asymmetry < {config.asymmetry_max}, axis ratio > {config.axis_ratio_min}); loosen "
+                         "--host-mag-max, --colour-min, "
                          "--concentration-min, --asymmetry-max or --axis-ratio-min")
     in_test = rng.random(len(catalogue)) < config.test_fraction
     summary: dict[str, Any] = {"objects": len(catalogue), "hosts": n_hosts, "excluded_top": int(top.sum()),
@@ -248,8 +249,10 @@ def build_sets(config: AdaptConfig, survey: Survey, recipe: injection.InjectionR
     return summary
 
 
-def rehearsal_sources(config: AdaptConfig, bands: list[str], stamp_size_px: int) -> list[tuple[Path, int]]:
-    """The ``rehearse`` stamp sets with their sizes, checked against the survey's bands and stamp size."""
+def rehearsal_sources(config: AdaptConfig, bands: list[str], stamp_size_px: int,
+                      pixel_scale_arcsec: float | None = None) -> list[tuple[Path, int]]:
+    """The ``rehearse`` stamp sets with their sizes, checked against the survey's bands, stamp
+    size and (where the set records one) pixel scale."""
     if config.rehearse and config.rehearse_max < 1:
         raise AdaptError(f"--rehearse-max {config.rehearse_max}: take at least one simulated stamp")
     sources = []
@@ -263,6 +266,10 @@ def rehearsal_sources(config: AdaptConfig, bands: list[str], stamp_size_px: int)
         if source_bands != list(bands) or size != stamp_size_px:
             raise AdaptError(f"--rehearse {source}: holds bands {','.join(source_bands)} in {size}-px stamps; the "
                              f"survey and the model take {','.join(bands)} in {stamp_size_px}-px stamps")
+        scale = dataset.attrs.get("pixel_scale_arcsec")
+        if pixel_scale_arcsec and scale and abs(float(scale) / pixel_scale_arcsec - 1) > 0.01:
+            raise AdaptError(f"--rehearse {source}: simulated at {float(scale):g}\"/px; the model takes "
+                             f"{pixel_scale_arcsec:g}\"/px")
         sources.append((source, n))
     return sources
 
@@ -318,7 +325,8 @@ def adapt(config: AdaptConfig, survey: Survey, command: str = "") -> dict[str, A
     started = time.perf_counter()
     recipe = injection_recipe(config, survey)
     model_config = load_config(survey.parent)
-    rehearsal_sources(config, survey.bands, model_config.stamp_size_px)  # bad sets fail before any work
+    # bad rehearsal sets fail here, before any work
+    rehearsal_sources(config, survey.bands, model_config.stamp_size_px, model_config.pixel_scale_arcsec)
     if not config.rehearse:
         _log(config, "no --rehearse: the fine-tune sees only injections and survey stamps; give it the parent's "
                      "training data (or a python -m lensnet.simulate set) to keep what the parent knew")
