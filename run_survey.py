@@ -214,13 +214,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cutout store:  {result.store}")
     print(f"dask report:   {result.report}")
     if truth is not None and summary["scored"]:
-        from pipeline.demo import score_demo
+        from pipeline.demo import VISIBLE_ARC_SNR, VISIBLE_THETA_E_ARCSEC, score_demo
 
         scores = score_demo(result.candidates, truth)
         print(f"demo AUROC against the truth table: {scores['auroc']:.4f} "
               f"({scores['lenses']} lenses among {scores['objects']} scored objects)")
         if "auroc_visible" in scores:
-            print(f"demo AUROC for visible lenses (arc S/N > 20, θE > 1.0″): {scores['auroc_visible']:.4f} "
+            print(f"demo AUROC for visible lenses (arc S/N > {VISIBLE_ARC_SNR:g}, θE > {VISIBLE_THETA_E_ARCSEC:.1f}″): "
+                  f"{scores['auroc_visible']:.4f} "
                   f"({scores['visible_lenses']} lenses against every non-lens)")
     problem = incomplete(summary, result.failures)
     if problem:

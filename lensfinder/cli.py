@@ -46,7 +46,7 @@ COMMANDS: dict[str, Command] = {
     "evaluate": Command("lensnet.evaluate", "measure a model on held-out stamps (python -m lensnet.evaluate)"),
     "compare": Command("lensnet.compare", "train and compare architectures on one recipe (python -m lensnet.compare)"),
     "adapt": Command("pipeline.adapt", "fine-tune the model on arcs injected into a run's own galaxies "
-                                               "(python -m pipeline.adapt)"),
+                                       "(python -m pipeline.adapt)"),
     "inspect": Command("catalogs.inspect.__main__", "grade the top candidates in the browser, export the grades, "
                                                     "a gallery or a Zooniverse subject set (python -m catalogs.inspect)"),
     "card": Command("lensnet.card", "write a model's card from its checkpoint (python -m lensnet.card)"),

@@ -43,6 +43,12 @@ def bright_lenses(truth: pd.DataFrame) -> np.ndarray:
     return mask
 
 
+def _completeness(negatives: np.ndarray, chosen: np.ndarray, fpr: float) -> float:
+    """Share of ``chosen`` at or above the lowest threshold with FPR ≤ ``fpr`` on ``negatives``."""
+    threshold = metrics.threshold_at_fpr(np.zeros(negatives.size), negatives, fpr)
+    return float(np.mean(chosen >= threshold)) if chosen.size else float("nan")
+
+
 def completeness_at_fpr(labels: np.ndarray, logits: np.ndarray, selected: np.ndarray, fpr: float = 0.01,
                         n_bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Share of the ``selected`` lenses at or above the lowest threshold with FPR ≤ ``fpr``.
@@ -58,18 +64,14 @@ def completeness_at_fpr(labels: np.ndarray, logits: np.ndarray, selected: np.nda
     if negatives.size == 0:
         raise ValueError("completeness at a false-positive rate needs non-lenses")
 
-    def value(neg: np.ndarray, pos: np.ndarray) -> float:
-        threshold = metrics.threshold_at_fpr(np.zeros(neg.size), neg, fpr)
-        return float(np.mean(pos >= threshold)) if pos.size else float("nan")
-
     threshold = metrics.threshold_at_fpr(y, s, fpr)
-    result: dict[str, Any] = {"value": value(negatives, chosen), "n_lenses": int(chosen.size),
+    result: dict[str, Any] = {"value": _completeness(negatives, chosen, fpr), "n_lenses": int(chosen.size),
                               "n_detected": int(np.count_nonzero(chosen >= threshold)),
                               "logit_threshold": threshold, "fpr": float(np.mean(negatives >= threshold)),
                               "interval_95": None}
     if n_bootstrap > 0 and chosen.size:
         rng = np.random.default_rng(seed)
-        draws = [value(rng.choice(negatives, negatives.size), rng.choice(chosen, chosen.size))
+        draws = [_completeness(rng.choice(negatives, negatives.size), rng.choice(chosen, chosen.size), fpr)
                  for _ in range(n_bootstrap)]
         result["interval_95"] = [float(q) for q in np.quantile(draws, [0.025, 0.975])]
     return result
@@ -89,9 +91,7 @@ def paired_difference(labels: np.ndarray, baseline: np.ndarray, logits: np.ndarr
     wanted = np.asarray(selected).astype(bool) & y
 
     def completeness(scores: np.ndarray, index: np.ndarray) -> float:
-        threshold = metrics.threshold_at_fpr(np.zeros(int((~y[index]).sum())), scores[index][~y[index]], fpr)
-        chosen = scores[index][wanted[index]]
-        return float(np.mean(chosen >= threshold)) if chosen.size else float("nan")
+        return _completeness(scores[index][~y[index]], scores[index][wanted[index]], fpr)
 
     figures = {"auroc": lambda scores, index: metrics.auroc(y[index], scores[index]), "completeness_bright_at_fpr":
                completeness}

@@ -73,9 +73,7 @@ def rescore_settings(flags: dict[str, Any], config_file: str | None = None) -> S
                             "run")
     values = yaml.safe_load(recorded.read_text()) or {}
     if values.get("rescore"):  # a rescored run holds no store: score the one it scored
-        flags = {**flags, "rescore": str(values["rescore"])}
-        if flags.get("out") is None:
-            flags["out"] = str(default_out(run, str(flags.get("model") or "default")))
+        flags = {**flags, "rescore": str(values["rescore"])}  # --out still defaults to beside this run
     # the run's inputs and compute layout carry over; what this command says wins; the
     # run's own output, force and demo settings do not carry over
     for key in ("out", "force", "demo", "rescore", "progress", "dashboard_address"):

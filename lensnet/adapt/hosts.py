@@ -17,7 +17,7 @@ Hosts, by default, look like the massive early-type galaxies that lens: bright
 ``colour_min``), not diffuse (concentration above ``concentration_min``), smooth and
 symmetric (asymmetry below ``asymmetry_max``; early types have A ≈ 0.02 ± 0.02) and no
 flatter than E5 (axis ratio above ``axis_ratio_min``), with clean flags. On a GalSim mock
-survey the last two raised the share of ellipticals among the hosts from 39% to 53% and cut
+survey the last two raised the share of ellipticals among the hosts from 39% to 52% and cut
 edge-on discs and mergers to a third. The concentration cut is loose on purpose: massive deflectors are large, so on a
 ground-based survey their concentration is lower than a small elliptical's, and a tight cut
 paints the large Einstein radii only onto compact galaxies, a pairing real lenses do not

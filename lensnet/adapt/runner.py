@@ -274,11 +274,12 @@ def rehearsal_sources(config: AdaptConfig, bands: list[str], stamp_size_px: int,
     return sources
 
 
-def build_rehearsal(config: AdaptConfig, bands: list[str], stamp_size_px: int, directory: Path) -> dict[str, Any]:
-    """A seeded random subset (``rehearse_max`` stamps, shared evenly) of the ``rehearse`` stamp
-    sets, written to ``directory``; their lenses and contaminants keep the labels they came with."""
+def build_rehearsal(config: AdaptConfig, sources: list[tuple[Path, int]], bands: list[str], directory: Path
+                    ) -> dict[str, Any]:
+    """A seeded random subset (``rehearse_max`` stamps, shared evenly) of the checked
+    :func:`rehearsal_sources`, written to ``directory``; their lenses and contaminants keep the
+    labels they came with."""
     rng = np.random.default_rng([config.seed, 2])
-    sources = rehearsal_sources(config, bands, stamp_size_px)
     shares = [config.rehearse_max // len(sources) + (index < config.rehearse_max % len(sources))
               for index in range(len(sources))]
     stamps, truths, summary = [], [], []
@@ -326,7 +327,7 @@ def adapt(config: AdaptConfig, survey: Survey, command: str = "") -> dict[str, A
     recipe = injection_recipe(config, survey)
     model_config = load_config(survey.parent)
     # bad rehearsal sets fail here, before any work
-    rehearsal_sources(config, survey.bands, model_config.stamp_size_px, model_config.pixel_scale_arcsec)
+    rehearsal = rehearsal_sources(config, survey.bands, model_config.stamp_size_px, model_config.pixel_scale_arcsec)
     if not config.rehearse:
         _log(config, "no --rehearse: the fine-tune sees only injections and survey stamps; give it the parent's "
                      "training data (or a python -m lensnet.simulate set) to keep what the parent knew")
@@ -347,8 +348,7 @@ def adapt(config: AdaptConfig, survey: Survey, command: str = "") -> dict[str, A
     else:
         _log(config, f"reusing the injected sets in {out / 'data'}")
     if config.rehearse and "rehearsal" not in state:
-        state["rehearsal"] = build_rehearsal(config, survey.bands, model_config.stamp_size_px,
-                                             out / "data" / "rehearsal")
+        state["rehearsal"] = build_rehearsal(config, rehearsal, survey.bands, out / "data" / "rehearsal")
         recorded.write_text(json.dumps(state, indent=2) + "\n")
     data: str | list[str] = str(out / "data" / "train")
     if config.rehearse:
