@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 
 from catalogs.crossmatch import DEFAULT_RADIUS_ARCSEC, crossmatch, known_lens_report
-from catalogs.ensemble import describe_score
+from catalogs.ensemble import CrossFit, combine_units, describe_score
 from catalogs.hats import DEFAULT_MAX_ROWS as DEFAULT_HATS_PARTITION_ROWS
 from catalogs.healpix import healpix_29
 from catalogs.io import Params
@@ -74,13 +74,14 @@ class CatalogueOptions:
     crossmatch_radius_arcsec: float = DEFAULT_RADIUS_ARCSEC
     hats_min_rows: int = DEFAULT_HATS_MIN_ROWS
     hats_partition_rows: int = DEFAULT_HATS_PARTITION_ROWS
+    crossfits: Sequence[CrossFit] = ()
 
     @classmethod
     def for_ensemble(cls, ensemble: Ensemble, **options: Any) -> CatalogueOptions:
         """The options of a catalogue scored by ``ensemble``: its calibration and member columns."""
         calibration = ensemble.calibration()
         return cls(threshold=calibration.threshold, train_prevalence=calibration.train_prevalence,
-                   model_names=ensemble.member_names, **options)
+                   model_names=ensemble.member_names, crossfits=ensemble.crossfits, **options)
 
     @property
     def members(self) -> list[str]:
@@ -147,6 +148,10 @@ def build_catalogue(scored: pd.DataFrame, failed: pd.DataFrame, catalog: pd.Data
     # An input column named like a core column is kept under another name, not overwritten.
     extras = extras.rename(columns={name: f"input_{name}" for name in extras.columns if name in CORE_NAMES})
     logit = scored["logit"].to_numpy(np.float32)
+    if options.crossfits:  # each object's score from the fold model that did not train on it
+        logit = combine_units(scored["object_id"].to_numpy(), {
+            name: scored[column].to_numpy(np.float64) for name, column in zip(members, options.member_logit_columns())},
+            options.crossfits)
     probability = sigmoid(logit)
     ra, dec = scored["ra"].to_numpy(np.float64), scored["dec"].to_numpy(np.float64)
     candidates = pd.DataFrame(
@@ -181,7 +186,7 @@ def build_catalogue(scored: pd.DataFrame, failed: pd.DataFrame, catalog: pd.Data
 
     calibration = {"threshold": threshold, "train_prevalence": train_prevalence,
                    "target_prevalence": target_prevalence}
-    catalogue_provenance: dict[str, Any] = {**calibration, "score": describe_score(members)}
+    catalogue_provenance: dict[str, Any] = {**calibration, "score": describe_score(members, options.crossfits)}
     if known is not None:
         catalogue_provenance["known_lens_radius_arcsec"] = float(options.crossmatch_radius_arcsec)
     provenance = {**provenance, "catalogue": catalogue_provenance}

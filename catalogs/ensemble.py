@@ -21,6 +21,11 @@ its members, the check that they can score one cutout store, its calibration (de
 threshold and training prevalence) and how it combines the members' logits into the
 catalogue's ``score`` -- the ``mean`` rule, computed in logit space so that confident
 members do not overflow.
+
+A cross-fitted adaptation (``python -m pipeline.adapt --folds K``) is one entry of ``--model``
+that brings K members: :class:`CrossFit` scores each object with the one fold model that did
+not train on it (objects no fold held out get the mean of the K), and that out-of-fold score
+then counts as one model in the ``mean`` rule.
 """
 
 from __future__ import annotations
@@ -136,6 +141,75 @@ class Calibration:
     train_prevalence: float
 
 
+@dataclass(frozen=True, eq=False)
+class CrossFit:
+    """The K fold models of a cross-fitted adaptation, scoring each object out of sample.
+
+    Attributes:
+        name: the cross-fit directory's name.
+        members: the fold models' member names, fold 1 first.
+        shifts: added to each fold's logit, so that every fold's own threshold (at the target
+            false-positive rate on its held-out survey stamps) falls on one value.
+        threshold: the decision threshold on the out-of-fold score, measured on all folds'
+            held-out survey stamps together.
+        train_prevalence: the folds' training lens fraction (their mean).
+        folds: each object's fold (0-based position in ``members``), indexed by ``object_id``.
+    """
+
+    name: str
+    members: tuple[str, ...]
+    shifts: tuple[float, ...]
+    threshold: float
+    train_prevalence: float
+    folds: pd.Series
+
+    @classmethod
+    def load(cls, directory: Path) -> tuple[CrossFit, list[Member]]:
+        """The cross-fit written in ``directory``, and its fold models as ensemble members."""
+        import json
+
+        from lensnet.checkpoint import CROSSFIT_FILE, load_config
+
+        record = json.loads((directory / CROSSFIT_FILE).read_text())
+        members = []
+        for fold in record["folds"]:
+            checkpoint = directory / fold["checkpoint"]
+            config = load_config(checkpoint)
+            members.append(Member(config.name or f"{directory.name}-{checkpoint.name}", checkpoint, config))
+        assignment = pd.read_parquet(directory / record["assignment"], columns=["object_id", "fold"])
+        centre = float(np.mean([fold["threshold_logit"] for fold in record["folds"]]))
+        crossfit = cls(directory.name, tuple(member.name for member in members),
+                       tuple(centre - float(fold["threshold_logit"]) for fold in record["folds"]),
+                       float(record["threshold"]), float(np.mean([m.config.train_prevalence for m in members])),
+                       pd.Series(assignment["fold"].to_numpy(np.int64) - 1, index=assignment["object_id"].to_numpy()))
+        return crossfit, members
+
+    def logits(self, object_ids: npt.ArrayLike, by_member: Mapping[str, npt.ArrayLike]) -> np.ndarray:
+        """Each object's out-of-fold logit (float64): its fold model's, shifted; objects that no
+        fold held out (the adaptation did not read them) get the logit of the folds' mean probability."""
+        shifted = np.stack([np.asarray(by_member[name], dtype=np.float64) + shift
+                            for name, shift in zip(self.members, self.shifts, strict=True)])
+        fold = self.folds.reindex(np.asarray(object_ids)).to_numpy(np.float64)
+        known = np.isfinite(fold)
+        out = np.empty(shifted.shape[1], dtype=np.float64)
+        out[known] = shifted[fold[known].astype(np.int64), np.flatnonzero(known)]
+        if not known.all():
+            out[~known] = combine_logits({name: row[~known] for name, row in zip(self.members, shifted,
+                                                                                 strict=True)})
+        return out
+
+
+def combine_units(object_ids: npt.ArrayLike, by_member: Mapping[str, npt.ArrayLike],
+                  crossfits: Sequence[CrossFit] = ()) -> np.ndarray:
+    """The ensemble's float32 logit when some members form cross-fits: each cross-fit's
+    out-of-fold logit and each other member's logit, combined by the ``mean`` rule."""
+    in_crossfit = {name for crossfit in crossfits for name in crossfit.members}
+    units = {name: np.asarray(values) for name, values in by_member.items() if name not in in_crossfit}
+    for crossfit in crossfits:
+        units[f"crossfit:{crossfit.name}"] = crossfit.logits(object_ids, by_member)
+    return combine_logits(units)
+
+
 @dataclass(frozen=True)
 class Ensemble:
     """The models that score a run together: one model, or several averaged by probability.
@@ -146,6 +220,7 @@ class Ensemble:
     """
 
     members: tuple[Member, ...]
+    crossfits: tuple[CrossFit, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "members", tuple(Member(*member) for member in self.members))
@@ -154,15 +229,20 @@ class Ensemble:
     @classmethod
     def from_models(cls, models: str | Sequence[str]) -> Ensemble:
         """The ensemble of a comma-separated list (``--model a,b``) of shipped names or checkpoint directories."""
-        from lensnet.checkpoint import load_config, resolve_checkpoint
+        from lensnet.checkpoint import CROSSFIT_FILE, load_config, resolve_checkpoint
 
         items = str(models).split(",") if isinstance(models, (str, Path)) else [str(item) for item in models]
-        members = []
+        members, crossfits = [], []
         for item in [part.strip() for part in items if part.strip()]:
+            if (Path(item) / CROSSFIT_FILE).is_file():
+                crossfit, folds = CrossFit.load(Path(item))
+                crossfits.append(crossfit)
+                members += folds
+                continue
             checkpoint = resolve_checkpoint(item)
             config = load_config(checkpoint)
             members.append(Member(config.name or checkpoint.name, checkpoint, config))
-        return cls(tuple(members))
+        return cls(tuple(members), tuple(crossfits))
 
     def check(self) -> None:
         """Refuse an empty ensemble, two members of one name, and members that take other inputs."""
@@ -218,13 +298,15 @@ class Ensemble:
         probability's false-positive rate at that threshold was never measured; evaluate the
         ensemble (python -m lensnet.evaluate) before relying on is_candidate.
         """
-        thresholds = [member.config.threshold for member in self.members]
-        prevalences = [member.config.train_prevalence for member in self.members]
+        in_crossfit = {name for crossfit in self.crossfits for name in crossfit.members}
+        plain = [member.config for member in self.members if member.name not in in_crossfit]
+        thresholds = [config.threshold for config in plain] + [crossfit.threshold for crossfit in self.crossfits]
+        prevalences = [config.train_prevalence for config in plain] + [c.train_prevalence for c in self.crossfits]
         return Calibration(float(np.mean(thresholds)), float(np.mean(prevalences)))
 
     def describe_score(self) -> str:
         """What the catalogue's ``score`` is, for its provenance."""
-        return describe_score(self.names)
+        return describe_score(self.names, self.crossfits)
 
     def provenance(self) -> list[dict[str, Any]]:
         """One entry per member: name, checkpoint, weights sha256, threshold, normalisation."""
@@ -235,8 +317,14 @@ class Ensemble:
                 for name, path, config in self.members]
 
 
-def describe_score(names: Sequence[str]) -> str:
+def describe_score(names: Sequence[str], crossfits: Sequence[CrossFit] = ()) -> str:
     """What the catalogue's ``score`` is when the models ``names`` scored it, for its provenance."""
+    if crossfits:
+        in_crossfit = {name for crossfit in crossfits for name in crossfit.members}
+        units = [name for name in names if name not in in_crossfit] + [
+            f"the cross-fit {crossfit.name} (each object scored by the one of {', '.join(crossfit.members)} that "
+            "did not train on it)" for crossfit in crossfits]
+        return units[0] if len(units) == 1 else f"mean probability of {'; '.join(units)}"
     if len(names) > 1:
         return f"mean probability of the models {', '.join(names)}"
     return "sigmoid(logit) of the one model"

@@ -30,6 +30,8 @@ from lensnet.models import create_model, list_models
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+#: Marks a directory of K fold checkpoints as one cross-fitted adaptation (lensnet.adapt.crossfit).
+CROSSFIT_FILE = "crossfit.json"
 SHIPPED_DIR = Path(__file__).parent / "weights"
 DEFAULT_MODEL = "default"
 

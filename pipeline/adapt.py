@@ -18,6 +18,7 @@ import pandas as pd
 import yaml
 
 from catalogs import layout
+from lensnet.adapt.crossfit import adapt_crossfit
 from lensnet.adapt.runner import AdaptConfig, AdaptError, Survey, adapt, render_report
 from lensnet.checkpoint import load_config
 
@@ -67,6 +68,10 @@ def read_run(config: AdaptConfig) -> Survey:
 
 EPILOG = """\
 then:  run_survey.py --rescore RUN --model RUN/adapted   (scores the stored cutouts again, no tile reading)
+
+One adapted model trains on most of the survey's objects as non-lenses, so its scores of those
+objects are in sample; --folds K (e.g. 3) adapts K models and scores each object with the one
+that held it out.
 
 Lenses are ~1e-4 of galaxies, so the survey's own stamps serve as non-lenses; the parent
 model's top-scored objects (--exclude-top-fraction) are left out of them and of the hosts.
@@ -121,7 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--max-objects", type=int, default=20000,
                       help="survey stamps read from the run, a seeded random subset (default 20000)")
     data.add_argument("--test-fraction", type=float, default=0.3,
-                      help="objects held out for the selection function, split by object (default 0.3)")
+                      help="objects held out for the selection function, split by object (default 0.3; with "
+                           "--folds, one fold)")
+    data.add_argument("--folds", type=int, default=1, metavar="K",
+                      help="cross-fit: adapt K models, each holding out one K-th of the survey's objects, so that "
+                           "rescoring gives every object the score of a model that did not train on it (K "
+                           "fine-tunes; default 1: one model, whose training objects are scored in sample)")
     data.add_argument("--exclude-top-fraction", type=float, default=0.005,
                       help="leave the parent model's top-ranked objects out of hosts and negatives (default 0.005)")
     hosts = parser.add_argument_group("hosts (plausible deflectors)")
@@ -168,7 +178,10 @@ def main(argv: list[str] | None = None) -> int:
             import torch
 
             torch.set_num_threads(config.threads)
-        report = adapt(config, read_run(config), command)
+        if config.folds < 1:
+            raise AdaptError(f"--folds {config.folds}: give 1 (one adapted model) or more")
+        run = read_run(config)
+        report = (adapt_crossfit if config.folds > 1 else adapt)(config, run, command)
     except (AdaptError, FileNotFoundError) as error:
         print(f"python -m pipeline.adapt: error: {error}", file=sys.stderr)
         return 2

@@ -21,14 +21,19 @@ import pandas as pd
 
 from catalogs.layout import RunLayout
 from lensnet import crosssim
+from lensnet.checkpoint import CROSSFIT_FILE
 
 
 def trained_objects(adapted: str | Path) -> set:
     """Ids of the survey objects an adaptation fine-tuned on (``ADAPTED/data/train``: hosts and negatives).
 
     An adapted model has seen these stamps with their training labels, so its scores for them
-    are in-sample; a fair comparison with the parent leaves them out of both.
+    are in-sample; a fair comparison with the parent leaves them out of both. A cross-fit
+    (``pipeline.adapt --folds``) scores every object with a fold model that did not train on
+    it: none is left out.
     """
+    if (Path(adapted) / CROSSFIT_FILE).is_file():
+        return set()
     path = Path(adapted) / "data" / "train" / "truth.parquet"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: --exclude-trained takes the output directory of "
@@ -165,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"({row['unscored_truth_rows']} truth rows were not scored by the run and are left out)")
     if exclude:
         print(f"({row['excluded_truth_rows']} objects the adaptation trained on are left out)")
+    elif args.exclude_trained:
+        print(f"({args.exclude_trained} is a cross-fit: every object was scored out of sample, none is left out)")
     if args.baseline:
         try:
             row["paired"] = paired(RunLayout(args.baseline).candidates, RunLayout(args.run).candidates, args.truth,

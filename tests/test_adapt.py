@@ -453,3 +453,117 @@ def test_objects_the_adaptation_trained_on_can_be_left_out(adapted, finished_run
     assert against_truth_main([str(finished_run), str(tiny_survey.truth_path), "--exclude-trained",
                                str(finished_run)]) == 2
     assert "takes the output directory of python -m pipeline.adapt" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------
+# Cross-fitting: every object scored by a fold model that did not train on it
+# ------------------------------------------------------------------------------------
+
+
+def test_folds_are_balanced_and_the_same_for_every_fold():
+    from lensnet.adapt.runner import fold_of_objects
+
+    fold = fold_of_objects(103, 3, seed=5)
+    assert sorted(np.bincount(fold)) == [34, 34, 35]
+    assert np.array_equal(fold, fold_of_objects(103, 3, seed=5))
+    assert not np.array_equal(fold, fold_of_objects(103, 3, seed=6))
+
+
+def test_a_crossfit_takes_each_objects_own_fold_and_the_mean_for_unknown_objects():
+    from catalogs.ensemble import CrossFit, combine_logits, combine_units
+
+    crossfit = CrossFit("cf", ("a", "b"), (0.5, -0.5), 0.9, 0.5, pd.Series([0, 1, 1], index=[10, 11, 12]))
+    by_member = {"a": np.array([1.0, 2.0, 3.0, 4.0]), "b": np.array([-1.0, -2.0, -3.0, -4.0])}
+    logits = crossfit.logits([10, 11, 12, 99], by_member)
+    assert logits[:3] == pytest.approx([1.5, -2.5, -3.5])
+    # object 99 was not read by the adaptation: every fold is out of sample for it
+    assert logits[3] == pytest.approx(float(combine_logits({"a": [4.5], "b": [-4.5]})[0]), abs=1e-6)
+    # with another model, the cross-fit's out-of-fold score counts as one member
+    mixed = combine_units([10, 11], {**{k: v[:2] for k, v in by_member.items()}, "parent": np.array([0.0, 0.0])},
+                          [crossfit])
+    assert mixed == pytest.approx(combine_logits({"cf": logits[:2], "parent": [0.0, 0.0]}), abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def crossfit(finished_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("crossfit") / "model"
+    code = adapt_main([str(finished_run), "--out", str(out), "--folds", "2", "--epochs", "1", "--batch-size", "16",
+                       "--max-injections", "40", "--threads", "1", "--quiet", *LOOSE])
+    assert code == 0
+    return out
+
+
+def test_each_fold_model_holds_out_its_own_fold(crossfit):
+    record = json.loads((crossfit / "crossfit.json").read_text())
+    folds = pd.read_parquet(crossfit / "folds.parquet")
+    assert [fold["checkpoint"] for fold in record["folds"]] == ["fold-1", "fold-2"]
+    assert folds["object_id"].is_unique and set(folds["fold"]) == {1, 2}
+    injections = 0
+    for number in (1, 2):
+        own = set(folds.loc[folds["fold"] == number, "object_id"])
+        train = pd.read_parquet(crossfit / f"fold-{number}" / "data" / "train" / "truth.parquet")
+        test = pd.read_parquet(crossfit / f"fold-{number}" / "data" / "test" / "truth.parquet")
+        assert not own & set(train["object_id"])  # no host and no negative from its own fold
+        assert set(test["object_id"]) <= own and len(test)
+        assert load_config(crossfit / f"fold-{number}").name.endswith(f"-fold{number}")
+        injections += int(test["is_lens"].sum())
+    report = json.loads((crossfit / "selection_function.json").read_text())
+    assert report["folds"] == 2 and report["n_injections"] == injections  # the folds' held-out injections pooled
+    assert record["threshold"] == report["threshold"]["value"]
+    assert (crossfit / "selection_function.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_rescoring_with_a_crossfit_scores_every_object_out_of_fold(crossfit, finished_run, client, tmp_path):
+    from scipy.special import expit, logit
+
+    from catalogs import read_provenance
+    from catalogs.schema import model_score_column
+
+    settings = rescore_settings({"rescore": str(finished_run), "model": str(crossfit), "progress": False,
+                                 "out": str(tmp_path / "rescored")})
+    rescored = execute_rescore(prepare_rescore(settings, log=lambda _: None), client, log=lambda _: None)
+    record = json.loads((crossfit / "crossfit.json").read_text())
+    centre = np.mean([fold["threshold_logit"] for fold in record["folds"]])
+    scored = pd.read_parquet(rescored.candidates).merge(pd.read_parquet(crossfit / "folds.parquet"), on="object_id")
+    assert len(scored) == len(pd.read_parquet(crossfit / "folds.parquet"))
+    names = [load_config(crossfit / f"fold-{n}").name for n in (1, 2)]
+    for number, name in enumerate(names, start=1):
+        rows = scored[scored["fold"] == number]
+        own = rows[model_score_column(name)].to_numpy(np.float64)
+        expected = expit(logit(own) + centre - record["folds"][number - 1]["threshold_logit"])
+        assert rows["score"].to_numpy() == pytest.approx(expected, abs=2e-4)
+    provenance = read_provenance(rescored.candidates)
+    assert "cross-fit" in provenance["catalogue"]["score"]
+    assert provenance["catalogue"]["threshold"] == pytest.approx(record["threshold"])
+
+
+def test_a_crossfit_resumes_and_refuses_another_recipe(crossfit, finished_run, capsys, tmp_path):
+    before = (crossfit / "fold-2" / "model.safetensors").stat().st_mtime_ns
+    argv = [str(finished_run), "--out", str(crossfit), "--folds", "2", "--epochs", "1", "--batch-size", "16",
+            "--max-injections", "40", "--threads", "1", *LOOSE]
+    assert adapt_main(argv) == 0
+    assert (crossfit / "fold-2" / "model.safetensors").stat().st_mtime_ns == before
+    assert "reusing the injected sets" in capsys.readouterr().out
+    assert adapt_main([*argv[:-len(LOOSE)], "--max-injections", "50", *LOOSE]) == 2
+    assert "another recipe" in capsys.readouterr().err and (crossfit / "fold-1" / "model.safetensors").is_file()
+    assert adapt_main([*argv[:4], "0", *argv[5:]]) == 2
+    assert "--folds 0" in capsys.readouterr().err
+    assert adapt_main([*argv[:4], "1000", *argv[5:]]) == 2
+    assert "give fewer folds" in capsys.readouterr().err
+
+
+def test_a_crossfit_is_never_written_over_a_single_adaptation(adapted, finished_run, capsys):
+    before = sorted(path.name for path in adapted.iterdir())
+    assert adapt_main([str(finished_run), "--out", str(adapted), "--folds", "2", *LOOSE]) == 2
+    assert "holds a single adaptation" in capsys.readouterr().err
+    assert sorted(path.name for path in adapted.iterdir()) == before
+
+
+def test_against_truth_leaves_nothing_out_for_a_crossfit(crossfit, finished_run, tiny_survey, capsys):
+    from pipeline.against_truth import main as against_truth_main
+    from pipeline.against_truth import trained_objects
+
+    assert trained_objects(crossfit) == set()
+    assert against_truth_main([str(finished_run), str(tiny_survey.truth_path), "--bootstrap", "10",
+                               "--exclude-trained", str(crossfit)]) == 0
+    assert "is a cross-fit: every object was scored out of sample" in capsys.readouterr().out

@@ -98,6 +98,8 @@ class AdaptConfig:
     target_fpr: float = 0.01
     seed: int = 0
     threads: int | None = None
+    folds: int = 1
+    fold: int | None = None
     force: bool = False
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -105,6 +107,20 @@ class AdaptConfig:
     @property
     def out_dir(self) -> Path:
         return Path(self.out) if self.out else Path(self.run) / "adapted"
+
+    @property
+    def held_out_fraction(self) -> float:
+        """The share of objects held out: one fold of a cross-fit, else ``test_fraction``."""
+        return 1.0 / self.folds if self.fold is not None else self.test_fraction
+
+
+def fold_of_objects(n: int, folds: int, seed: int) -> np.ndarray:
+    """Each of ``n`` objects' fold (0 .. folds-1): a seeded shuffle dealt round, so fold sizes
+    differ by at most one. Every fold of a cross-fit computes the same assignment."""
+    order = np.random.default_rng([seed, 3]).permutation(n)
+    fold = np.empty(n, dtype=np.int64)
+    fold[order] = np.arange(n) % folds
+    return fold
 
 
 @dataclass
@@ -208,7 +224,10 @@ def build_sets(config: AdaptConfig, survey: Survey, recipe: injection.InjectionR
                          f"asymmetry < {config.asymmetry_max}, axis ratio > {config.axis_ratio_min}); loosen "
                          "--host-mag-max, --colour-min, "
                          "--concentration-min, --asymmetry-max or --axis-ratio-min")
-    in_test = rng.random(len(catalogue)) < config.test_fraction
+    if config.fold is None:
+        in_test = rng.random(len(catalogue)) < config.test_fraction
+    else:  # one fold of a cross-fit: the objects of this fold are held out
+        in_test = fold_of_objects(len(catalogue), config.folds, config.seed) == config.fold
     summary: dict[str, Any] = {"objects": len(catalogue), "hosts": n_hosts, "excluded_top": int(top.sum()),
                                "negatives": int(clean.sum())}
     sky = np.median(measured[[f"sky_sigma_{b}" for b in range(len(bands))]].to_numpy(), axis=0)
@@ -217,7 +236,8 @@ def build_sets(config: AdaptConfig, survey: Survey, recipe: injection.InjectionR
     for name, members in (("train", ~in_test), ("test", in_test)):
         host_index = np.flatnonzero(is_host & members)
         host_index = np.repeat(host_index, config.injections_per_host)
-        share = int(round(config.max_injections * (config.test_fraction if name == "test" else 1 - config.test_fraction)))
+        held_out = config.held_out_fraction
+        share = int(round(config.max_injections * (held_out if name == "test" else 1 - held_out)))
         if len(host_index) > share:
             host_index = np.sort(rng.choice(host_index, share, replace=False))
         theta_e = injection.draw_theta_e(rng, recipe, measured["host_mag"].to_numpy()[host_index])
@@ -312,15 +332,20 @@ def _host_columns(catalogue: pd.DataFrame, measured: pd.DataFrame, index: np.nda
 
 def _recipe_record(config: AdaptConfig, survey: Survey, recipe: injection.InjectionRecipe) -> dict[str, Any]:
     options = {key: value for key, value in dataclasses.asdict(config).items()
-               if key not in ("out", "force", "progress", "threads", "extra")}
+               if key not in ("out", "force", "progress", "threads", "extra")
+               and not (key == "fold" and value is None) and not (key == "folds" and value == 1)}
     return {"options": options, "injection": dataclasses.asdict(recipe), "parent_model": survey.parent,
             "parent_weights_sha256": sha256_of(resolve_checkpoint(survey.parent) / WEIGHTS_FILE),
             "run": str(Path(config.run).resolve())}
 
 
-def adapt(config: AdaptConfig, survey: Survey, command: str = "") -> dict[str, Any]:
+def adapt(config: AdaptConfig, survey: Survey, command: str = "", rehearsal_dir: Path | None = None
+          ) -> dict[str, Any]:
     """Run an adaptation end to end on a run's stamps (``pipeline.adapt.read_run`` reads them from a
-    run directory); returns the selection function report."""
+    run directory); returns the selection function report.
+
+    ``rehearsal_dir``: a rehearsal set already built (the folds of a cross-fit share one);
+    default ``OUT/data/rehearsal``, built here."""
     from lensnet.train import TrainConfig, train
 
     started = time.perf_counter()
@@ -347,17 +372,18 @@ def adapt(config: AdaptConfig, survey: Survey, command: str = "") -> dict[str, A
         recorded.write_text(json.dumps(state, indent=2) + "\n")
     else:
         _log(config, f"reusing the injected sets in {out / 'data'}")
-    if config.rehearse and "rehearsal" not in state:
+    if config.rehearse and rehearsal_dir is None and "rehearsal" not in state:
         state["rehearsal"] = build_rehearsal(config, rehearsal, survey.bands, out / "data" / "rehearsal")
         recorded.write_text(json.dumps(state, indent=2) + "\n")
     data: str | list[str] = str(out / "data" / "train")
     if config.rehearse:
-        data = [data, str(out / "data" / "rehearsal")]
+        data = [data, str(rehearsal_dir or out / "data" / "rehearsal")]
     train_config = TrainConfig(
         data=data, freeze_backbone=config.freeze_backbone, out=str(out), init_from=survey.parent, epochs=config.epochs,
         batch_size=config.batch_size, learning_rate=config.learning_rate, patience=config.patience,
         validation_fraction=0.2, target_fpr=config.target_fpr, seed=config.seed, threads=config.threads,
-        resume=True, name=f"{model_config.name or 'model'}-adapted")
+        resume=True, name=f"{model_config.name or 'model'}-adapted"
+                          + (f"-fold{config.fold + 1}" if config.fold is not None else ""))
     train(train_config, command)
     report = measure_selection(config, survey.parent, out)
     adapted = load_config(out)
@@ -367,7 +393,7 @@ def adapt(config: AdaptConfig, survey: Survey, command: str = "") -> dict[str, A
     adapted.metrics = {"survey_injections": {key: report["adapted"][key] for key in ("auroc", "completeness")}}
     (out / CONFIG_FILE).write_text(adapted.to_json() + "\n")
     report["seconds"] = round(time.perf_counter() - started, 1)
-    _write_report(out, report)
+    write_report(out, report)
     return report
 
 
@@ -411,35 +437,44 @@ def selection_table(truth: pd.DataFrame, logits: np.ndarray, logit_threshold: fl
 
 def measure_selection(config: AdaptConfig, parent: str, out: Path) -> dict[str, Any]:
     """Scores of the held-out injections and survey stamps under the parent and adapted models."""
-    from lensnet.crosssim import bright_lenses, completeness_at_fpr
     from lensnet.data import load_stamp_set
 
     test = load_stamp_set(out / "data" / "test")
     truth = test.truth
+    models = {"parent": parent, "adapted": str(out)}
+    for role, model in models.items():
+        truth[f"logit_{role}"] = _scores(model, test.stamps).astype(np.float64)
+    truth.to_parquet(out / f"{SELECTION_FILE}_scores.parquet", index=False)
+    return selection_report(truth, models, config.target_fpr, config.seed)
+
+
+def selection_report(truth: pd.DataFrame, models: dict[str, str], target_fpr: float, seed: int = 0
+                     ) -> dict[str, Any]:
+    """The selection function of held-out injections and survey stamps (``truth`` with
+    ``is_lens``, the binned columns and ``logit_<role>`` for each role in ``models``)."""
+    from lensnet.crosssim import bright_lenses, completeness_at_fpr
+
     y = truth["is_lens"].to_numpy().astype(bool)
     report: dict[str, Any] = {"n_injections": int(y.sum()), "n_negatives": int((~y).sum()),
-                              "target_fpr": config.target_fpr, "bins": {k: list(v) for k, v in BINS.items()}}
-    for role, model in (("parent", parent), ("adapted", str(out))):
-        logits = _scores(model, test.stamps).astype(np.float64)
-        threshold = threshold_with_interval(logits[~y], config.target_fpr, seed=config.seed)
-        bright = bright_lenses(truth)
+                              "target_fpr": target_fpr, "bins": {k: list(v) for k, v in BINS.items()}}
+    bright = bright_lenses(truth)
+    for role, model in models.items():
+        logits = truth[f"logit_{role}"].to_numpy(np.float64)
+        threshold = threshold_with_interval(logits[~y], target_fpr, seed=seed)
         report[role] = {
             "model": model,
             "auroc": {"value": metrics.auroc(y, logits), "interval_95": list(metrics.bootstrap_interval(
-                metrics.auroc, y, logits, n_resamples=500, seed=config.seed))},
+                metrics.auroc, y, logits, n_resamples=500, seed=seed))},
             "threshold": threshold,
             "completeness": {"value": float(np.mean(logits[y] >= threshold["logit"]))},
-            "completeness_bright_at_fpr": completeness_at_fpr(y, logits, bright, config.target_fpr, 500,
-                                                              config.seed),
+            "completeness_bright_at_fpr": completeness_at_fpr(y, logits, bright, target_fpr, 500, seed),
             "by_bin": selection_table(truth, logits, threshold["logit"]),
         }
-        truth[f"logit_{role}"] = logits
-    truth.to_parquet(out / f"{SELECTION_FILE}_scores.parquet", index=False)
     report["threshold"] = report["adapted"]["threshold"]
     return report
 
 
-def _write_report(out: Path, report: dict[str, Any]) -> None:
+def write_report(out: Path, report: dict[str, Any]) -> None:
     from lensnet.evaluate import json_safe
 
     safe = json_safe(report)
