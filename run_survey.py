@@ -73,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", metavar="DIR", help="output directory; rerunning on it resumes")
     parser.add_argument("--model", metavar="NAME_OR_CHECKPOINT",
                         help="shipped model name or checkpoint directory (default: default); a comma-separated "
-                             "list scores an ensemble: score_<name> per model, score = their mean probability")
+                             "list scores an ensemble: score_<name> per model, score = their mean probability; "
+                             "a cross-fit (pipeline.adapt --folds) scores each object with the fold model that "
+                             "did not train on it")
     compute = parser.add_argument_group("compute")
     compute.add_argument("--workers", type=int, metavar="N", help="Dask workers to start (default: min(4, cores))")
     compute.add_argument("--threads-per-worker", type=int, metavar="N",

@@ -33,14 +33,21 @@ from lensnet import metrics, sanity
 EVALUATION_FILE = "evaluation.json"
 #: The DeepLens headline population (Lanusse et al. 2018).
 BRIGHT_CUTS = {"theta_e_arcsec": 1.4, "arc_snr": 20.0}
+#: Lenses a visual search would confirm (arc S/N > 20, θE above the seeing): ``auroc_visible``.
+VISIBLE_CUTS = {"theta_e_arcsec": 1.0, "arc_snr": 20.0}
 
 
-def bright_lenses(truth: pd.DataFrame) -> np.ndarray:
-    """Lenses with θE > 1.4″ and arc S/N > 20."""
+def bright_lenses(truth: pd.DataFrame, cuts: dict[str, float] = BRIGHT_CUTS) -> np.ndarray:
+    """Lenses above every lower limit in ``cuts`` (default θE > 1.4″ and arc S/N > 20)."""
     mask = truth["is_lens"].to_numpy().astype(bool).copy()
-    for column, lower in BRIGHT_CUTS.items():
+    for column, lower in cuts.items():
         mask &= truth[column].to_numpy(np.float64) > lower
     return mask
+
+
+def visible_lenses(truth: pd.DataFrame) -> np.ndarray:
+    """Lenses with θE > 1″ and arc S/N > 20 (:data:`VISIBLE_CUTS`)."""
+    return bright_lenses(truth, VISIBLE_CUTS)
 
 
 def _completeness(negatives: np.ndarray, chosen: np.ndarray, fpr: float) -> float:
@@ -78,9 +85,11 @@ def completeness_at_fpr(labels: np.ndarray, logits: np.ndarray, selected: np.nda
 
 
 def paired_difference(labels: np.ndarray, baseline: np.ndarray, logits: np.ndarray, selected: np.ndarray,
-                      fpr: float = 0.01, n_bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
+                      fpr: float = 0.01, n_bootstrap: int = 1000, seed: int = 0,
+                      visible: np.ndarray | None = None) -> dict[str, Any]:
     """How much better ``logits`` rank the same objects than ``baseline``: AUROC and completeness
-    of the ``selected`` lenses at FPR ≤ ``fpr``, each model's threshold taken on its own scores.
+    of the ``selected`` lenses at FPR ≤ ``fpr``, each model's threshold taken on its own scores;
+    with ``visible`` (a mask of lenses), also the AUROC of those lenses against every non-lens.
 
     The intervals resample the *objects* (the same draw for both models), so they are intervals
     of the difference: two models whose separate intervals overlap can still differ here.
@@ -95,11 +104,22 @@ def paired_difference(labels: np.ndarray, baseline: np.ndarray, logits: np.ndarr
 
     figures = {"auroc": lambda scores, index: metrics.auroc(y[index], scores[index]), "completeness_bright_at_fpr":
                completeness}
+    if visible is not None:
+        seen = np.asarray(visible).astype(bool) & y
+
+        def auroc_visible(scores: np.ndarray, index: np.ndarray) -> float:
+            keep = index[seen[index] | ~y[index]]
+            return metrics.auroc(y[keep], scores[keep]) if seen[keep].any() and (~y[keep]).any() else float("nan")
+
+        figures["auroc_visible"] = auroc_visible
+        result_visible = int(seen.sum())
     everything = np.arange(y.size)
     rng = np.random.default_rng(seed)
     draws = [rng.integers(0, y.size, y.size) for _ in range(n_bootstrap)]
     draws = [index for index in draws if y[index].any() and (~y[index]).any()]
     result: dict[str, Any] = {"n": int(y.size), "n_lenses": int(y.sum()), "n_selected": int(wanted.sum()), "fpr": fpr}
+    if visible is not None:
+        result["n_visible"] = result_visible
     for name, figure in figures.items():
         differences = np.array([figure(b, index) - figure(a, index) for index in draws])
         differences = differences[np.isfinite(differences)]
@@ -115,9 +135,12 @@ def render_paired(comparison: dict[str, Any], baseline: str, label: str) -> str:
     """The paired comparison as one Markdown table."""
     lines = [f"| on the same {comparison['n']:,} objects ({comparison['n_lenses']} lenses) | {baseline} | {label} | "
              "difference [95%, paired] | resamples with a gain |", "|---|---|---|---|---|"]
-    names = {"auroc": "AUROC", "completeness_bright_at_fpr":
+    names = {"auroc": "AUROC", "auroc_visible": f"AUROC, visible lenses θE>1″, S/N>20 ({comparison.get('n_visible')})",
+             "completeness_bright_at_fpr":
              f"completeness θE>1.4″, S/N>20 at FPR ≤ {comparison['fpr']:.0%} ({comparison['n_selected']} lenses)"}
     for key, name in names.items():
+        if key not in comparison:
+            continue
         entry = comparison[key]
         low, high = entry["interval_95"]
         lines.append(f"| {name} | {entry['baseline']:.4f} | {entry['value']:.4f} | {entry['difference']:+.4f} "

@@ -80,8 +80,10 @@ def paired(baseline: str | Path, candidates: str | Path, truth: str | Path, excl
     both = ours.merge(theirs, on="object_id", how="inner")
     if both.empty:
         raise ValueError("the two runs share no scored object with the truth table")
+    visible = crosssim.visible_lenses(both) if set(crosssim.VISIBLE_CUTS) <= set(both.columns) else None
     return crosssim.paired_difference(both["is_lens"].to_numpy(), both["baseline_logit"].to_numpy(),
-                                      both["logit"].to_numpy(), crosssim.bright_lenses(both), 0.01, n_bootstrap)
+                                      both["logit"].to_numpy(), crosssim.bright_lenses(both), 0.01, n_bootstrap,
+                                      visible=visible)
 
 
 def compare_selection(candidates: str | Path, truth: str | Path, selection: str | Path,

@@ -10,6 +10,7 @@ import pandas as pd
 
 from catalogs.layout import RunLayout
 from lensnet.checkpoint import load_config
+from lensnet.crosssim import VISIBLE_CUTS
 from lensnet.metrics import auroc
 from pipeline.config import Settings, SettingsError
 from pipeline.mock import make_mock_survey
@@ -46,8 +47,8 @@ def prepare_demo(settings: Settings, log=print) -> tuple[Settings, Path]:
     return demo_settings, root / "truth.parquet"
 
 
-VISIBLE_ARC_SNR = 20.0
-VISIBLE_THETA_E_ARCSEC = 1.0
+VISIBLE_ARC_SNR = VISIBLE_CUTS["arc_snr"]
+VISIBLE_THETA_E_ARCSEC = VISIBLE_CUTS["theta_e_arcsec"]
 
 
 def score_demo(candidates_path: str | Path, truth_path: str | Path) -> dict[str, float]:

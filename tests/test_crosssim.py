@@ -125,3 +125,22 @@ def test_paired_difference_is_zero_for_the_same_scores_and_positive_for_better_o
     assert better["auroc"]["interval_95"][0] > 0 and better["auroc"]["p_better"] == 1.0
     assert better["completeness_bright_at_fpr"]["difference"] > 0.3 and better["n_selected"] == 30
     assert "difference [95%, paired]" in crosssim.render_paired(better, "parent", "adapted")
+
+
+def test_the_visible_lenses_auroc_counts_only_those_lenses_against_every_non_lens():
+    rng = np.random.default_rng(1)
+    labels = np.r_[np.ones(80, bool), np.zeros(500, bool)]
+    visible = np.r_[np.arange(80) < 40, np.zeros(500, bool)]
+    baseline = rng.normal(0, 1, labels.size) + 1.0 * labels
+    # better only on the visible lenses: invisible ones are pushed down
+    logits = baseline + 3.0 * visible - 1.0 * (labels & ~visible)
+    paired = crosssim.paired_difference(labels, baseline, logits, visible, n_bootstrap=200, visible=visible)
+    from lensnet.metrics import auroc
+
+    keep = visible | ~labels
+    assert paired["auroc_visible"]["value"] == pytest.approx(auroc(labels[keep], logits[keep]))
+    assert paired["auroc_visible"]["interval_95"][0] > 0 and paired["n_visible"] == 40
+    assert "AUROC, visible lenses θE>1″, S/N>20 (40)" in crosssim.render_paired(paired, "parent", "adapted")
+    truth = pd.DataFrame({"is_lens": [True, True, True, False], "arc_snr": [30.0, 30.0, 5.0, np.nan],
+                          "theta_e_arcsec": [1.5, 0.8, 2.0, np.nan]})
+    assert crosssim.visible_lenses(truth).tolist() == [True, False, False, False]
