@@ -71,7 +71,9 @@ def completeness_at_fpr(labels: np.ndarray, logits: np.ndarray, selected: np.nda
     if negatives.size == 0:
         raise ValueError("completeness at a false-positive rate needs non-lenses")
 
-    threshold = metrics.threshold_at_fpr(y, s, fpr)
+    # the threshold of the value (and of every resample): taken on the non-lenses alone, so
+    # that the count and the share quoted together agree
+    threshold = metrics.threshold_at_fpr(np.zeros(negatives.size), negatives, fpr)
     result: dict[str, Any] = {"value": _completeness(negatives, chosen, fpr), "n_lenses": int(chosen.size),
                               "n_detected": int(np.count_nonzero(chosen >= threshold)),
                               "logit_threshold": threshold, "fpr": float(np.mean(negatives >= threshold)),

@@ -144,3 +144,12 @@ def test_the_visible_lenses_auroc_counts_only_those_lenses_against_every_non_len
     truth = pd.DataFrame({"is_lens": [True, True, True, False], "arc_snr": [30.0, 30.0, 5.0, np.nan],
                           "theta_e_arcsec": [1.5, 0.8, 2.0, np.nan]})
     assert crosssim.visible_lenses(truth).tolist() == [True, False, False, False]
+
+
+def test_the_count_of_detected_bright_lenses_agrees_with_the_completeness_beside_it():
+    # a lens scored between the last admitted non-lens and the next one: one threshold for both
+    labels = np.r_[np.ones(3, bool), np.zeros(100, bool)]
+    logits = np.r_[[5.0, 0.985, -3.0], np.linspace(-2.0, 1.0, 100)]
+    result = crosssim.completeness_at_fpr(labels, logits, labels, fpr=0.01, n_bootstrap=0)
+    assert result["n_detected"] == round(result["value"] * result["n_lenses"])
+    assert result["fpr"] <= 0.01
