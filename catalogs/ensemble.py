@@ -154,6 +154,7 @@ class CrossFit:
             held-out survey stamps together.
         train_prevalence: the folds' training lens fraction (their mean).
         folds: each object's fold (0-based position in ``members``), indexed by ``object_id``.
+        directory: the cross-fit directory (its ``selection_function.json`` applies to the score).
     """
 
     name: str
@@ -162,6 +163,7 @@ class CrossFit:
     threshold: float
     train_prevalence: float
     folds: pd.Series
+    directory: Path | None = None
 
     @classmethod
     def load(cls, directory: Path) -> tuple[CrossFit, list[Member]]:
@@ -171,6 +173,9 @@ class CrossFit:
         from lensnet.checkpoint import CROSSFIT_FILE, load_config
 
         record = json.loads((directory / CROSSFIT_FILE).read_text())
+        if not {"folds", "assignment", "threshold"} <= set(record):
+            raise EnsembleError(f"--model {directory}: an unfinished cross-fit; run the python -m pipeline.adapt "
+                                "command that made it again to finish it")
         members = []
         for fold in record["folds"]:
             checkpoint = directory / fold["checkpoint"]
@@ -181,7 +186,8 @@ class CrossFit:
         crossfit = cls(directory.name, tuple(member.name for member in members),
                        tuple(centre - float(fold["threshold_logit"]) for fold in record["folds"]),
                        float(record["threshold"]), float(np.mean([m.config.train_prevalence for m in members])),
-                       pd.Series(assignment["fold"].to_numpy(np.int64) - 1, index=assignment["object_id"].to_numpy()))
+                       pd.Series(assignment["fold"].to_numpy(np.int64) - 1, index=assignment["object_id"].to_numpy()),
+                       directory)
         return crossfit, members
 
     def logits(self, object_ids: npt.ArrayLike, by_member: Mapping[str, npt.ArrayLike]) -> np.ndarray:
@@ -205,8 +211,8 @@ def combine_units(object_ids: npt.ArrayLike, by_member: Mapping[str, npt.ArrayLi
     out-of-fold logit and each other member's logit, combined by the ``mean`` rule."""
     in_crossfit = {name for crossfit in crossfits for name in crossfit.members}
     units = {name: np.asarray(values) for name, values in by_member.items() if name not in in_crossfit}
-    for crossfit in crossfits:
-        units[f"crossfit:{crossfit.name}"] = crossfit.logits(object_ids, by_member)
+    for number, crossfit in enumerate(crossfits):  # two cross-fits may share a directory name
+        units[f"crossfit:{number}:{crossfit.name}"] = crossfit.logits(object_ids, by_member)
     return combine_logits(units)
 
 

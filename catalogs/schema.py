@@ -80,7 +80,8 @@ CANDIDATE_COLUMNS: tuple[Column, ...] = (
            "pos.cartesian.y;instr.det"),
     Column("score", pa.float32(), "",
            "lens probability in [0, 1] at the training prevalence: sigmoid(logit) of the model, or the "
-           "ensemble's mean probability when several models scored the run", _PROBABILITY),
+           "ensemble's mean probability when several models scored the run (a cross-fit counting as one "
+           "model: each object's score from the fold model that did not train on it)", _PROBABILITY),
     Column("p_survey", pa.float32(), "",
            "score recalibrated by prior shift from the training prevalence to the survey prevalence "
            "(both stored in the metadata): the probability that the object is a lens in this survey",

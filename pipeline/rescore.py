@@ -195,6 +195,9 @@ def execute_rescore(prepared: PreparedRescore, client: Client, log: Callable[[st
     provenance["rescored_from"] = {"run": str(run.root.resolve()), "run_fingerprint": state.get("fingerprint"),
                                    "store": str(run.store.resolve())}
     selection = checkpoint / SELECTION_FUNCTION_FILE
+    crossfits = prepared.ensemble.crossfits
+    if crossfits and crossfits[0].directory is not None and prepared.ensemble.first.name in crossfits[0].members:
+        selection = crossfits[0].directory / SELECTION_FUNCTION_FILE  # pooled over the folds, in the score's scale
     if selection.is_file():
         provenance["selection_function"] = {"file": str(selection.resolve()), "sha256": sha256_of(selection)}
     if prepared.ensemble.averaged:

@@ -502,6 +502,11 @@ def test_a_crossfit_takes_each_objects_own_fold_and_the_mean_for_unknown_objects
     mixed = combine_units([10, 11], {**{k: v[:2] for k, v in by_member.items()}, "parent": np.array([0.0, 0.0])},
                           [crossfit])
     assert mixed == pytest.approx(combine_logits({"cf": logits[:2], "parent": [0.0, 0.0]}), abs=1e-6)
+    # two cross-fits whose directories share a name both count
+    other = CrossFit("cf", ("c", "d"), (0.0, 0.0), 0.9, 0.5, pd.Series([0, 1], index=[10, 11]))
+    both = combine_units([10, 11], {**{k: v[:2] for k, v in by_member.items()}, "c": np.array([3.0, 3.0]),
+                                    "d": np.array([-3.0, -3.0])}, [crossfit, other])
+    assert both == pytest.approx(combine_logits({"one": logits[:2], "two": [3.0, -3.0]}), abs=1e-6)
 
 
 @pytest.fixture(scope="module")
@@ -554,6 +559,7 @@ def test_rescoring_with_a_crossfit_scores_every_object_out_of_fold(crossfit, fin
         assert rows["score"].to_numpy() == pytest.approx(expected, abs=2e-4)
     provenance = read_provenance(rescored.candidates)
     assert "cross-fit" in provenance["catalogue"]["score"]
+    assert provenance["selection_function"]["file"] == str((crossfit / "selection_function.json").resolve())
     assert provenance["catalogue"]["threshold"] == pytest.approx(record["threshold"])
 
 
@@ -577,6 +583,30 @@ def test_a_crossfit_is_never_written_over_a_single_adaptation(adapted, finished_
     assert adapt_main([str(finished_run), "--out", str(adapted), "--folds", "2", *LOOSE]) == 2
     assert "holds a single adaptation" in capsys.readouterr().err
     assert sorted(path.name for path in adapted.iterdir()) == before
+
+
+def test_a_single_adaptation_is_never_written_into_a_crossfit(crossfit, finished_run, capsys):
+    before = sorted(path.name for path in crossfit.iterdir())
+    assert adapt_main([str(finished_run), "--out", str(crossfit), *LOOSE]) == 2
+    assert "holds a cross-fit" in capsys.readouterr().err
+    assert sorted(path.name for path in crossfit.iterdir()) == before
+
+
+def test_an_unfinished_or_reshuffled_crossfit_is_refused(crossfit, finished_run, capsys, tmp_path):
+    from catalogs.ensemble import Ensemble, EnsembleError
+
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(crossfit, unfinished)
+    record = json.loads((unfinished / "crossfit.json").read_text())
+    (unfinished / "crossfit.json").write_text(json.dumps({"recipe": record["recipe"]}))
+    with pytest.raises(EnsembleError, match="unfinished cross-fit"):
+        Ensemble.from_models(str(unfinished))
+    # the run's objects changed since the folds were dealt: resuming would score some in sample
+    folds = pd.read_parquet(unfinished / "folds.parquet")
+    folds.assign(fold=3 - folds["fold"]).to_parquet(unfinished / "folds.parquet", index=False)
+    assert adapt_main([str(finished_run), "--out", str(unfinished), "--folds", "2", "--epochs", "1", "--batch-size",
+                       "16", "--max-injections", "40", "--threads", "1", "--quiet", *LOOSE]) == 2
+    assert "changed since the cross-fit" in capsys.readouterr().err
 
 
 def test_against_truth_leaves_nothing_out_for_a_crossfit(crossfit, finished_run, tiny_survey, capsys):

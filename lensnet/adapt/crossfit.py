@@ -76,6 +76,15 @@ def adapt_crossfit(config: AdaptConfig, survey: Survey, command: str = "") -> di
 
     catalogue = survey.catalogue.reset_index(drop=True)
     fold_of = runner.fold_of_objects(len(catalogue), config.folds, config.seed)
+    assignment = pd.DataFrame({"object_id": catalogue["object_id"].to_numpy(),
+                               "cutout_index": catalogue["cutout_index"].to_numpy(), "fold": fold_of + 1})
+    if (out / ASSIGNMENT_FILE).is_file():  # resuming: the folds must hold out the objects they held out before
+        before = pd.read_parquet(out / ASSIGNMENT_FILE)
+        if not (before[["object_id", "fold"]].reset_index(drop=True).equals(assignment[["object_id", "fold"]])):
+            raise AdaptError(f"the objects of {config.run} changed since the cross-fit in {out} began; use another "
+                             "--out, or --force to start it again")
+    else:
+        assignment.to_parquet(out / ASSIGNMENT_FILE, index=False)
     folds = []
     for fold in range(config.folds):
         runner._log(config, f"fold {fold + 1} of {config.folds}: {int(np.sum(fold_of == fold))} objects held out")
@@ -84,9 +93,6 @@ def adapt_crossfit(config: AdaptConfig, survey: Survey, command: str = "") -> di
         folds.append({"checkpoint": fold_directory(out, fold).name, "objects": int(np.sum(fold_of == fold)),
                       "threshold_logit": report["threshold"]["logit"],
                       "auroc": report["adapted"]["auroc"]["value"]})
-    pd.DataFrame({"object_id": catalogue["object_id"].to_numpy(),
-                  "cutout_index": catalogue["cutout_index"].to_numpy(),
-                  "fold": fold_of + 1}).to_parquet(out / ASSIGNMENT_FILE, index=False)
     report = pooled_selection(config, survey.parent, out, folds)
     state.update(folds=folds, assignment=ASSIGNMENT_FILE, threshold=report["threshold"]["value"],
                  threshold_logit=report["threshold"]["logit"], selection_function=f"{runner.SELECTION_FILE}.json")

@@ -43,7 +43,8 @@ import xarray as xr
 from lensnet import metrics
 from lensnet.adapt import hosts as host_tools
 from lensnet.adapt import inject as injection
-from lensnet.checkpoint import CONFIG_FILE, load_config, load_model, resolve_checkpoint, sha256_of, WEIGHTS_FILE
+from lensnet.checkpoint import (CONFIG_FILE, CROSSFIT_FILE, WEIGHTS_FILE, load_config, load_model,
+                                resolve_checkpoint, sha256_of)
 
 RECIPE_FILE = "adaptation.json"
 SELECTION_FILE = "selection_function"
@@ -240,6 +241,11 @@ def build_sets(config: AdaptConfig, survey: Survey, recipe: injection.InjectionR
         share = int(round(config.max_injections * (held_out if name == "test" else 1 - held_out)))
         if len(host_index) > share:
             host_index = np.sort(rng.choice(host_index, share, replace=False))
+        if not len(host_index):
+            where = f"the {name} split" + (f" of fold {config.fold + 1} of {config.folds}" if config.fold is not None
+                                            else "")
+            raise AdaptError(f"no host in {where} ({n_hosts} hosts in all): give fewer --folds, a larger "
+                             "--test-fraction, or loosen the host cuts")
         theta_e = injection.draw_theta_e(rng, recipe, measured["host_mag"].to_numpy()[host_index])
         drawn = recipe
         if name == "train" and config.train_arc_snr_min > recipe.arc_snr_range[0]:
@@ -357,6 +363,8 @@ def adapt(config: AdaptConfig, survey: Survey, command: str = "", rehearsal_dir:
         _log(config, "no --rehearse: the fine-tune sees only injections and survey stamps; give it the parent's "
                      "training data (or a python -m lensnet.simulate set) to keep what the parent knew")
     out = config.out_dir
+    if config.fold is None and (out / CROSSFIT_FILE).is_file():
+        raise AdaptError(f"{out} holds a cross-fit (--folds); give the single adaptation another --out")
     record = _recipe_record(config, survey, recipe)
     recorded = out / RECIPE_FILE
     if recorded.is_file() and json.loads(recorded.read_text())["recipe"] != json.loads(json.dumps(record)):
