@@ -132,8 +132,11 @@ def noise_sigma(stamps: np.ndarray, background: np.ndarray | None = None) -> np.
     if background is None:
         background = np.nanmedian(edge, axis=-1)
     mad = MAD_TO_SIGMA * np.nanmedian(np.abs(edge - background[..., None]), axis=-1)
-    pairs = frame[:, 1:] & frame[:, :-1]
-    steps = (x[..., :, 1:] - x[..., :, :-1])[:, :, pairs]
+    # horizontally adjacent pairs inside the frame: its top and bottom strips, and its sides
+    strips = (x[..., :EDGE_PX, :], x[..., -EDGE_PX:, :], x[..., EDGE_PX:-EDGE_PX, :EDGE_PX],
+              x[..., EDGE_PX:-EDGE_PX, -EDGE_PX:])
+    steps = np.concatenate([(strip[..., 1:] - strip[..., :-1]).reshape(*x.shape[:2], -1) for strip in strips],
+                           axis=-1)
     centre = np.nanmedian(steps, axis=-1)
     differences = MAD_TO_SIGMA * np.nanmedian(np.abs(steps - centre[..., None]), axis=-1) / math.sqrt(2.0)
     with np.errstate(divide="ignore", invalid="ignore"):
