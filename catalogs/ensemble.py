@@ -205,11 +205,16 @@ class CrossFit:
         return out
 
 
+def crossfit_members(crossfits: Sequence[CrossFit]) -> set[str]:
+    """The names of the members that belong to one of ``crossfits``."""
+    return {name for crossfit in crossfits for name in crossfit.members}
+
+
 def combine_units(object_ids: npt.ArrayLike, by_member: Mapping[str, npt.ArrayLike],
                   crossfits: Sequence[CrossFit] = ()) -> np.ndarray:
     """The ensemble's float32 logit when some members form cross-fits: each cross-fit's
     out-of-fold logit and each other member's logit, combined by the ``mean`` rule."""
-    in_crossfit = {name for crossfit in crossfits for name in crossfit.members}
+    in_crossfit = crossfit_members(crossfits)
     units = {name: np.asarray(values) for name, values in by_member.items() if name not in in_crossfit}
     for number, crossfit in enumerate(crossfits):  # two cross-fits may share a directory name
         units[f"crossfit:{number}:{crossfit.name}"] = crossfit.logits(object_ids, by_member)
@@ -304,7 +309,7 @@ class Ensemble:
         probability's false-positive rate at that threshold was never measured; evaluate the
         ensemble (python -m lensnet.evaluate) before relying on is_candidate.
         """
-        in_crossfit = {name for crossfit in self.crossfits for name in crossfit.members}
+        in_crossfit = crossfit_members(self.crossfits)
         plain = [member.config for member in self.members if member.name not in in_crossfit]
         thresholds = [config.threshold for config in plain] + [crossfit.threshold for crossfit in self.crossfits]
         prevalences = [config.train_prevalence for config in plain] + [c.train_prevalence for c in self.crossfits]
@@ -326,7 +331,7 @@ class Ensemble:
 def describe_score(names: Sequence[str], crossfits: Sequence[CrossFit] = ()) -> str:
     """What the catalogue's ``score`` is when the models ``names`` scored it, for its provenance."""
     if crossfits:
-        in_crossfit = {name for crossfit in crossfits for name in crossfit.members}
+        in_crossfit = crossfit_members(crossfits)
         units = [name for name in names if name not in in_crossfit] + [
             f"the cross-fit {crossfit.name} (each object scored by the one of {', '.join(crossfit.members)} that "
             "did not train on it)" for crossfit in crossfits]

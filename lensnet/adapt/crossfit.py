@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -58,17 +57,10 @@ def adapt_crossfit(config: AdaptConfig, survey: Survey, command: str = "") -> di
     sources = runner.rehearsal_sources(config, survey.bands, model_config.stamp_size_px,
                                        model_config.pixel_scale_arcsec)
     out = config.out_dir
-    record = runner._recipe_record(config, survey, recipe)
     recorded = out / CROSSFIT_FILE
     if (out / runner.RECIPE_FILE).is_file() and not recorded.is_file():
         raise AdaptError(f"{out} holds a single adaptation; give the cross-fit another --out")
-    if recorded.is_file() and json.loads(recorded.read_text())["recipe"] != json.loads(json.dumps(record)):
-        if not config.force:
-            raise AdaptError(f"{out} holds a cross-fit with another recipe; use another --out, or --force to "
-                             "discard it")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    state = json.loads(recorded.read_text()) if recorded.is_file() else {"recipe": record}
+    state = runner.open_state(recorded, runner._recipe_record(config, survey, recipe), config.force, "a cross-fit")
     rehearsal_dir = out / "data" / "rehearsal" if config.rehearse else None
     if config.rehearse and "rehearsal" not in state:
         state["rehearsal"] = runner.build_rehearsal(config, sources, survey.bands, rehearsal_dir)

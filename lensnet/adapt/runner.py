@@ -358,22 +358,17 @@ def adapt(config: AdaptConfig, survey: Survey, command: str = "", rehearsal_dir:
     recipe = injection_recipe(config, survey)
     model_config = load_config(survey.parent)
     # bad rehearsal sets fail here, before any work
-    rehearsal = rehearsal_sources(config, survey.bands, model_config.stamp_size_px, model_config.pixel_scale_arcsec)
+    rehearsal = [] if rehearsal_dir is not None else rehearsal_sources(  # a given set was checked by its maker
+        config, survey.bands, model_config.stamp_size_px, model_config.pixel_scale_arcsec)
     if not config.rehearse:
         _log(config, "no --rehearse: the fine-tune sees only injections and survey stamps; give it the parent's "
                      "training data (or a python -m lensnet.simulate set) to keep what the parent knew")
     out = config.out_dir
     if config.fold is None and (out / CROSSFIT_FILE).is_file():
         raise AdaptError(f"{out} holds a cross-fit (--folds); give the single adaptation another --out")
-    record = _recipe_record(config, survey, recipe)
     recorded = out / RECIPE_FILE
-    if recorded.is_file() and json.loads(recorded.read_text())["recipe"] != json.loads(json.dumps(record)):
-        if not config.force:
-            raise AdaptError(f"{out} holds an adaptation with another recipe; use another --out, or --force to "
-                             "discard it")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    state = json.loads(recorded.read_text()) if recorded.is_file() else {"recipe": record}
+    record = _recipe_record(config, survey, recipe)
+    state = open_state(recorded, record, config.force, "an adaptation")
     if "sets" not in state:
         _log(config, f"adapting {survey.parent} to {config.run}: {len(survey.catalogue)} survey stamps")
         state["sets"] = build_sets(config, survey, recipe, model_config.pixel_scale_arcsec)
@@ -403,6 +398,18 @@ def adapt(config: AdaptConfig, survey: Survey, command: str = "", rehearsal_dir:
     report["seconds"] = round(time.perf_counter() - started, 1)
     write_report(out, report)
     return report
+
+
+def open_state(recorded: Path, record: dict[str, Any], force: bool, what: str) -> dict[str, Any]:
+    """The state recorded in ``recorded`` (a JSON file in the output directory) for this recipe,
+    or a new one; another recipe there is refused, or with ``force`` its directory discarded."""
+    out = recorded.parent
+    if recorded.is_file() and json.loads(recorded.read_text())["recipe"] != json.loads(json.dumps(record)):
+        if not force:
+            raise AdaptError(f"{out} holds {what} with another recipe; use another --out, or --force to discard it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return json.loads(recorded.read_text()) if recorded.is_file() else {"recipe": record}
 
 
 def _scores(model: str | Path, stamps: np.ndarray) -> np.ndarray:
