@@ -59,6 +59,37 @@ def test_host_measurements_find_the_centroid_colour_and_shape():
     assert not host_tools.select_hosts(measured, np.zeros(3, int), host_tools.HostSelection(colour_min=2.0)).any()
 
 
+def test_the_total_magnitude_holds_the_light_a_small_aperture_truncates():
+    stamps, _ = _host_stamps()
+    measured = host_tools.measure(stamps, 0.2, [30.0] * 3, reference=1)
+    # a de Vaucouleurs galaxy of r = 19.2 and 0.8" half-light radius: the 1.5" aperture misses a third
+    assert (measured["host_mag"] > 19.5).all()
+    assert measured["host_mag_total"].to_numpy() == pytest.approx(19.2, abs=0.25)
+
+
+def test_matched_einstein_radii_go_to_the_brighter_hosts_and_keep_the_uniform_range():
+    rng = np.random.default_rng(3)
+    mags = rng.uniform(17.0, 22.0, 4000)
+    theta = host_tools.theta_e_matched(np.random.default_rng(5), mags, 0.5, 4.0)
+    assert theta.min() >= 0.5 and theta.max() <= 4.0
+    # the values themselves are the uniform recipe's: log-uniform over the range
+    counts, _ = np.histogram(np.log(theta), bins=4, range=(np.log(0.5), np.log(4.0)))
+    assert counts.min() > 0.85 * len(theta) / 4
+    order = pd.Series(theta).rank().corr(pd.Series(-mags).rank())
+    assert 0.8 < order < 0.98  # tied to brightness, with scatter
+    bright, faint = theta[mags < 18.0], theta[mags > 21.0]
+    assert np.median(bright) > 2.5 * np.median(faint)
+    # an unmeasured host gets the faintest rank; the same generator gives the same radii
+    with_nan = np.concatenate([mags[:50], [np.nan]])
+    assert host_tools.theta_e_matched(np.random.default_rng(1), with_nan)[-1] < 1.0
+    assert np.array_equal(host_tools.theta_e_matched(np.random.default_rng(5), mags, 0.5, 4.0), theta)
+    recipe = dataclasses_replace(RECIPE, theta_e="matched")
+    drawn = injection.draw_theta_e(np.random.default_rng(5), recipe, pd.DataFrame({"host_mag_total": mags}))
+    assert np.array_equal(drawn, theta)
+    with pytest.raises(ValueError, match="uniform, host, matched"):
+        injection.draw_theta_e(rng, dataclasses_replace(RECIPE, theta_e="bright"), pd.DataFrame({"host_mag": mags}))
+
+
 def test_asymmetry_is_near_zero_for_a_smooth_galaxy_and_grows_with_a_companion():
     stamps, _ = _host_stamps(n=3, seed=4)
     smooth = host_tools.measure(stamps, 0.2, [30.0] * 3, reference=1)["asymmetry"].to_numpy()

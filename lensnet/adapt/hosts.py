@@ -8,7 +8,8 @@ Everything is measured on the raw stamps of a run's cutout store, band by band:
   band, starting at the stamp centre;
 * aperture magnitudes in 0.6″, 1.5″ and 2.5″ radii (with the survey's zero points),
   the colour of the bluest band minus the reference band, and the concentration
-  ``flux(<0.6″) / flux(<2.5″)``;
+  ``flux(<0.6″) / flux(<2.5″)``; a near-total magnitude in a 4″ radius (``host_mag_total``,
+  the 2.5″ one where that is not positive), which a large galaxy's 1.5″ aperture truncates;
 * axis ratio and position angle of the (PSF-convolved) light from GalSim's adaptive
   moments in the reference band;
 * rotational asymmetry of the reference band in the 2.5″ circle (:func:`rotational_asymmetry`).
@@ -36,7 +37,7 @@ import pandas as pd
 
 EDGE_PX = 6
 CENTROID_RADIUS_ARCSEC = 1.2
-APERTURES_ARCSEC = {"inner": 0.6, "mid": 1.5, "outer": 2.5}
+APERTURES_ARCSEC = {"inner": 0.6, "mid": 1.5, "outer": 2.5, "total": 4.0}
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,8 @@ def measure(stamps: np.ndarray, pixel_scale_arcsec: float, zeropoints: list[floa
         out["host_mag"] = mags[:, reference]
         out["host_colour"] = mags[:, blue] - mags[:, reference]
         out["concentration"] = fluxes["inner"][:, reference] / fluxes["outer"][:, reference]
+        total = np.where(fluxes["total"][:, reference] > 0, fluxes["total"][:, reference], fluxes["outer"][:, reference])
+        out["host_mag_total"] = np.where(total > 0, zp[reference] - 2.5 * np.log10(total), np.nan)
     for band in range(bands):
         out[f"sky_sigma_{band}"] = sigma[:, band]
         out[f"background_{band}"] = background[:, band]
@@ -198,6 +201,34 @@ def theta_e_for_host(rng: np.random.Generator, host_mag: np.ndarray, low: float 
     scatter (the deflector relation of the GalSim engine's population), clipped to [low, high]."""
     log_theta = (19.8 - np.asarray(host_mag, dtype=np.float64)) / 3.0 + rng.normal(0.0, 0.15, len(host_mag))
     return np.clip(10**log_theta, low, high)
+
+
+def theta_e_matched(rng: np.random.Generator, host_mag_total: np.ndarray, low: float = 0.5, high: float = 4.0,
+                    scatter: float = 0.5) -> np.ndarray:
+    """Log-uniform Einstein radii handed out by the hosts' brightness: abundance matching.
+
+    The same θE values as the ``uniform`` recipe draws, so the selection function covers
+    the range as evenly, but the larger ones go to the brighter hosts: θE are sorted
+    against the hosts' near-total magnitudes (``host_mag_total``), standardised, with
+    Gaussian scatter of ``scatter`` standard deviations (0.5: a rank correlation of about
+    0.9 between brightness and θE), since more luminous galaxies are more massive and lens
+    over larger radii. No magnitude-θE relation is assumed, so none has to suit the survey.
+    Hosts with no measured magnitude get the faintest rank.
+    """
+    mags = np.asarray(host_mag_total, dtype=np.float64)
+    n = len(mags)
+    theta = np.sort(log_uniform(rng, n, low, high))
+    if n == 0:
+        return theta
+    finite = np.isfinite(mags)
+    brightness = np.where(finite, -mags, -np.inf)
+    if finite.any():
+        centre, spread = np.mean(brightness[finite]), np.std(brightness[finite])
+        brightness = np.where(finite, (brightness - centre) / (spread if spread > 0 else 1.0), -10.0)
+    order = np.argsort(brightness + rng.normal(0.0, scatter, n), kind="stable")
+    out = np.empty(n)
+    out[order] = theta
+    return out
 
 
 def log_uniform(rng: np.random.Generator, n: int, low: float, high: float) -> np.ndarray:

@@ -39,8 +39,10 @@ class InjectionRecipe:
     """How arcs are drawn; recorded with the adapted model.
 
     Attributes:
-        theta_e: ``"uniform"`` (log-uniform in ``theta_e_range_arcsec``) or ``"host"``
-            (tied to the host's magnitude, see :func:`lensnet.adapt.hosts.theta_e_for_host`).
+        theta_e: ``"uniform"`` (log-uniform in ``theta_e_range_arcsec``), ``"host"``
+            (tied to the host's magnitude, see :func:`lensnet.adapt.hosts.theta_e_for_host`) or
+            ``"matched"`` (the uniform draws, larger ones to brighter hosts, see
+            :func:`lensnet.adapt.hosts.theta_e_matched`).
         theta_e_range_arcsec: Einstein radii to span.
         arc_snr_range: target arc S/N, log-uniform in this range.
         psf_fwhm_arcsec: PSF FWHM per band (a Moffat profile of ``psf_moffat_beta``).
@@ -152,16 +154,21 @@ def inject(rng: np.random.Generator, stamps: np.ndarray, measured: pd.DataFrame,
     return injected, arcs, pd.DataFrame.from_records(records)
 
 
-def draw_theta_e(rng: np.random.Generator, recipe: InjectionRecipe, host_mag: np.ndarray) -> np.ndarray:
-    """Einstein radii of the injections, as the recipe says."""
-    from lensnet.adapt.hosts import log_uniform, theta_e_for_host
+THETA_E_RECIPES = ("uniform", "host", "matched")
+
+
+def draw_theta_e(rng: np.random.Generator, recipe: InjectionRecipe, hosts: pd.DataFrame) -> np.ndarray:
+    """Einstein radii of the injections, as the recipe says (``hosts``: their rows of :func:`hosts.measure`)."""
+    from lensnet.adapt.hosts import log_uniform, theta_e_for_host, theta_e_matched
 
     low, high = recipe.theta_e_range_arcsec
     if recipe.theta_e == "host":
-        return theta_e_for_host(rng, host_mag, low, high)
+        return theta_e_for_host(rng, hosts["host_mag"].to_numpy(), low, high)
+    if recipe.theta_e == "matched":
+        return theta_e_matched(rng, hosts["host_mag_total"].to_numpy(), low, high)
     if recipe.theta_e != "uniform":
-        raise ValueError(f"theta_e must be 'uniform' or 'host', not {recipe.theta_e!r}")
-    return log_uniform(rng, len(host_mag), low, high)
+        raise ValueError(f"theta_e must be one of {', '.join(THETA_E_RECIPES)}, not {recipe.theta_e!r}")
+    return log_uniform(rng, len(hosts), low, high)
 
 
 def draw_target_snr(rng: np.random.Generator, recipe: InjectionRecipe, n: int) -> np.ndarray:
@@ -174,5 +181,5 @@ def draw_target_snr(rng: np.random.Generator, recipe: InjectionRecipe, n: int) -
     return log_uniform(rng, n, low, high)
 
 
-__all__ = ["BAND_WAVELENGTHS_NM", "InjectionRecipe", "draw_target_snr", "draw_theta_e", "inject", "lens_parameters",
+__all__ = ["BAND_WAVELENGTHS_NM", "THETA_E_RECIPES", "InjectionRecipe", "draw_target_snr", "draw_theta_e", "inject", "lens_parameters",
            "survey_profile"]

@@ -246,7 +246,7 @@ def build_sets(config: AdaptConfig, survey: Survey, recipe: injection.InjectionR
                                             else "")
             raise AdaptError(f"no host in {where} ({n_hosts} hosts in all): give fewer --folds, a larger "
                              "--test-fraction, or loosen the host cuts")
-        theta_e = injection.draw_theta_e(rng, recipe, measured["host_mag"].to_numpy()[host_index])
+        theta_e = injection.draw_theta_e(rng, recipe, measured.iloc[host_index])
         drawn = recipe
         if name == "train" and config.train_arc_snr_min > recipe.arc_snr_range[0]:
             # arcs too faint to see are label noise for training; the held-out injections keep
