@@ -43,6 +43,7 @@ __all__ = [
     "completeness_by_bin",
     "fbeta_curve",
     "max_fbeta",
+    "predicted_detections",
     "prior_shift",
     "roc_curve",
     "summary",
@@ -418,6 +419,94 @@ def completeness_by_bin(
             "ci_upper": ci_upper,
         }
     )
+
+
+def _cell_index(values: np.ndarray, edges: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Flat index of each row's cell on a grid of bin edges, and whether the row lies on it."""
+    inside = np.ones(len(values), dtype=bool)
+    flat = np.zeros(len(values), dtype=np.int64)
+    for axis, edge in enumerate(edges):
+        column = values[:, axis]
+        inside &= (column >= edge[0]) & (column <= edge[-1])  # False for NaN
+        index = np.clip(np.searchsorted(edge, np.nan_to_num(column, nan=edge[0]), side="right") - 1, 0, edge.size - 2)
+        flat = flat * (edge.size - 1) + index
+    return flat, inside
+
+
+def predicted_detections(
+    injected: npt.ArrayLike,
+    injected_detected: npt.ArrayLike,
+    targets: npt.ArrayLike,
+    edges: Sequence[npt.ArrayLike],
+    groups: npt.ArrayLike,
+    n_groups: int,
+    *,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """How many of a set of lenses an injection-recovery selection function expects to find.
+
+    The selection function is the injections' detected fraction in each cell of a grid
+    (for instance θE × arc S/N). A one-dimensional completeness averages over the other
+    quantities with the injections' own distribution of them, which need not be the true
+    lenses'; here each target lens instead takes the detected fraction of its own cell, and
+    the targets are summed in their ``groups`` (for instance their θE bins). The spread of
+    the expected count comes from resampling the injections (the cells' own uncertainty)
+    and drawing each target's detection from its cell's fraction (the targets' binomial
+    noise), so an observed count outside the interval disagrees with the selection function.
+
+    Args:
+        injected: (n, d) values of the gridded quantities for each injection.
+        injected_detected: (n,) whether each injection was detected.
+        targets: (m, d) the same quantities for the lenses to predict.
+        edges: d increasing arrays of bin edges (values outside are not on the grid).
+        groups: (m,) group of each target, integers in [0, n_groups).
+        n_groups: number of groups.
+        n_resamples: resamples of the injections and draws of the targets.
+        seed: seed of the generator.
+
+    Returns:
+        DataFrame, one row per group: ``n_targets``, ``n_covered`` (targets on a cell that
+        holds injections; the others are left out of the prediction), ``expected`` (count
+        among the covered), ``expected_completeness``, and the 68% and 95% intervals of the
+        count (``lo68``, ``hi68``, ``lo95``, ``hi95``).
+    """
+    grid = [np.asarray(edge, dtype=np.float64) for edge in edges]
+    if any(edge.ndim != 1 or edge.size < 2 or not np.all(np.diff(edge) > 0) for edge in grid):
+        raise ValueError("each axis needs at least two strictly increasing edges")
+    x = np.asarray(injected, dtype=np.float64).reshape(-1, len(grid))
+    hit = np.asarray(injected_detected, dtype=bool).ravel()
+    t = np.asarray(targets, dtype=np.float64).reshape(-1, len(grid))
+    g = np.asarray(groups, dtype=np.int64).ravel()
+    if hit.size != len(x) or g.size != len(t):
+        raise ValueError("injected and injected_detected, targets and groups must have the same lengths")
+    if g.size and (g.min() < 0 or g.max() >= n_groups):
+        raise ValueError(f"groups must lie in [0, {n_groups})")
+    n_cells = int(np.prod([edge.size - 1 for edge in grid]))
+    cell, on_grid = _cell_index(x, grid)
+    cell, hit = cell[on_grid], hit[on_grid]
+    target_cell, target_on = _cell_index(t, grid)
+    counts = np.bincount(cell, minlength=n_cells)
+    covered = target_on & (counts[target_cell] > 0)
+    rate = np.bincount(cell, weights=hit, minlength=n_cells) / np.maximum(counts, 1)
+    rng = np.random.default_rng(seed)
+    draws = np.zeros((n_resamples, n_groups))
+    tc, tg = target_cell[covered], g[covered]
+    for index in range(n_resamples):
+        pick = rng.integers(0, cell.size, cell.size)
+        n_r = np.bincount(cell[pick], minlength=n_cells)
+        rate_r = np.where(n_r > 0, np.bincount(cell[pick], weights=hit[pick], minlength=n_cells) / np.maximum(n_r, 1),
+                          rate)
+        found = rng.random(tc.size) < rate_r[tc]
+        draws[index] = np.bincount(tg, weights=found, minlength=n_groups)
+    n_targets = np.bincount(g, minlength=n_groups)
+    n_covered = np.bincount(tg, minlength=n_groups)
+    expected = np.bincount(tg, weights=rate[tc], minlength=n_groups)
+    lo68, hi68, lo95, hi95 = np.quantile(draws, [0.15865, 0.84135, 0.025, 0.975], axis=0)
+    return pd.DataFrame({
+        "n_targets": n_targets, "n_covered": n_covered, "expected": expected,
+        "expected_completeness": np.divide(expected, n_covered, out=np.full(n_groups, np.nan), where=n_covered > 0),
+        "lo68": lo68, "hi68": hi68, "lo95": lo95, "hi95": hi95})
 
 
 def bootstrap_interval(

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from catalogs.layout import RunLayout
@@ -94,6 +95,13 @@ def compare_selection(candidates: str | Path, truth: str | Path, selection: str 
     beside the adapted model that scored ``candidates``; the true lenses are counted at that
     model's threshold in the same bins of θE and arc S/N, with the same (Wilson, 68%)
     intervals, and each bin says whether the two intervals overlap.
+
+    The injections' completeness in a θE bin averages over their own arc S/N distribution
+    (log-uniform by design), not the true lenses'; so each bin also gets the count of its
+    true lenses that the two-dimensional (θE × arc S/N) selection function expects
+    (:func:`lensnet.metrics.predicted_detections`, from the injections' scores beside
+    ``selection``), with 68% and 95% intervals, and whether the observed count lies within
+    the 95% one.
     """
     from lensnet import metrics
 
@@ -102,29 +110,102 @@ def compare_selection(candidates: str | Path, truth: str | Path, selection: str 
     is_lens = joined["is_lens"].to_numpy().astype(bool)
     logit_threshold = float(report["adapted"]["threshold"]["logit"])
     out: dict[str, Any] = {"threshold": report["adapted"]["threshold"], "bins": {}}
-    for column in ("theta_e_arcsec", "arc_snr"):
+    columns = ("theta_e_arcsec", "arc_snr")
+    grid = {}
+    for column in columns:
         injected = report["adapted"]["by_bin"][column]
-        edges = [row["bin_lo"] for row in injected] + [injected[-1]["bin_hi"]]
+        grid[column] = np.asarray([row["bin_lo"] for row in injected] + [injected[-1]["bin_hi"]], dtype=np.float64)
+    scores_file = Path(selection).with_name(Path(selection).stem + "_scores.parquet")
+    scored = pd.read_parquet(scores_file) if scores_file.is_file() else None
+    lenses = joined[is_lens]
+    detected_lenses = lenses["logit"].to_numpy() >= logit_threshold
+    for column in columns:
+        injected = report["adapted"]["by_bin"][column]
+        edges = grid[column]
         table = metrics.completeness_by_bin(is_lens, joined["logit"].to_numpy(), logit_threshold,
                                             joined[column].to_numpy(float), edges, confidence=0.6827,
                                             interval="wilson").to_dict(orient="records")
+        predicted = None
+        if scored is not None:
+            injections = scored[scored["is_lens"].astype(bool)]
+            values = lenses[column].to_numpy(float)
+            group = np.clip(np.searchsorted(edges, np.nan_to_num(values, nan=edges[0]), side="right") - 1,
+                            0, len(edges) - 2)
+            predicted = metrics.predicted_detections(
+                injections[list(columns)].to_numpy(float),
+                injections["logit_adapted"].to_numpy(float) >= logit_threshold,
+                lenses[list(columns)].to_numpy(float), [grid[name] for name in columns], group, len(edges) - 1)
+            on_grid = np.isfinite(lenses[list(columns)].to_numpy(float)).all(axis=1)
+            for name in columns:
+                on_grid &= (lenses[name].to_numpy(float) >= grid[name][0]) & (lenses[name].to_numpy(float)
+                                                                              <= grid[name][-1])
+            observed = np.bincount(group[on_grid], weights=detected_lenses[on_grid], minlength=len(edges) - 1)
+            predicted = predicted.assign(observed=observed).to_dict(orient="records")
         rows = []
-        for mine, theirs in zip(table, injected, strict=True):
+        for index, (mine, theirs) in enumerate(zip(table, injected, strict=True)):
             both = mine["n_lenses"] and theirs["n_lenses"]
-            rows.append({"bin_lo": theirs["bin_lo"], "bin_hi": theirs["bin_hi"],
-                         "true_lenses": mine["n_lenses"], "true_completeness": mine["completeness"],
-                         "true_interval_68": [mine["ci_lower"], mine["ci_upper"]],
-                         "injections": theirs["n_lenses"], "injection_completeness": theirs["completeness"],
-                         "injection_interval_68": [theirs["ci_lower"], theirs["ci_upper"]],
-                         "intervals_overlap": bool(both and mine["ci_lower"] <= theirs["ci_upper"]
-                                                   and theirs["ci_lower"] <= mine["ci_upper"]) if both else None})
+            row = {"bin_lo": theirs["bin_lo"], "bin_hi": theirs["bin_hi"],
+                   "true_lenses": mine["n_lenses"], "true_completeness": mine["completeness"],
+                   "true_interval_68": [mine["ci_lower"], mine["ci_upper"]],
+                   "injections": theirs["n_lenses"], "injection_completeness": theirs["completeness"],
+                   "injection_interval_68": [theirs["ci_lower"], theirs["ci_upper"]],
+                   "intervals_overlap": bool(both and mine["ci_lower"] <= theirs["ci_upper"]
+                                             and theirs["ci_lower"] <= mine["ci_upper"]) if both else None}
+            if predicted is not None:
+                cell = predicted[index]
+                covered = int(cell["n_covered"])
+                row.update(covered_lenses=covered, observed_detected=round(cell["observed"]),
+                           expected_detected=float(cell["expected"]),
+                           expected_interval_68=[float(cell["lo68"]), float(cell["hi68"])],
+                           expected_interval_95=[float(cell["lo95"]), float(cell["hi95"])],
+                           within_95=bool(cell["lo95"] <= cell["observed"] <= cell["hi95"]) if covered else None)
+            rows.append(row)
         out["bins"][column] = rows
+    out["two_dimensional"] = scored is not None
+    if scored is not None:  # all the true lenses on the grid together
+        injections = scored[scored["is_lens"].astype(bool)]
+        values = lenses[list(columns)].to_numpy(float)
+        whole = metrics.predicted_detections(
+            injections[list(columns)].to_numpy(float), injections["logit_adapted"].to_numpy(float) >= logit_threshold,
+            values, [grid[name] for name in columns], np.zeros(len(lenses), dtype=np.int64), 1).iloc[0]
+        on_grid = np.ones(len(lenses), dtype=bool)
+        for axis, name in enumerate(columns):
+            on_grid &= (values[:, axis] >= grid[name][0]) & (values[:, axis] <= grid[name][-1])
+        found = int(detected_lenses[on_grid].sum())
+        out["all_lenses"] = {"lenses": int(on_grid.sum()), "covered_lenses": int(whole["n_covered"]),
+                             "observed_detected": found, "expected_detected": float(whole["expected"]),
+                             "expected_interval_95": [float(whole["lo95"]), float(whole["hi95"])],
+                             "within_95": bool(whole["lo95"] <= found <= whole["hi95"])}
     return out
 
 
 def render_selection(comparison: dict[str, Any]) -> str:
     """The bin-by-bin comparison as Markdown."""
     lines = []
+    if comparison.get("two_dimensional"):
+        agree = [row["within_95"] for rows in comparison["bins"].values() for row in rows
+                 if row.get("within_95") is not None]
+        lines += ["", ("Found among the true lenses, against the count the θE × arc S/N selection function expects "
+                       "for those same lenses (each takes its own cell's injection completeness):"), ""]
+        for column, rows in comparison["bins"].items():
+            lines += [f"| {column} | true lenses | found | expected [68%] [95%] | within 95% |", "|---|---:|---:|---|---|"]
+            for row in rows:
+                if not row["true_lenses"]:
+                    continue
+                low68, high68 = row["expected_interval_68"]
+                low95, high95 = row["expected_interval_95"]
+                covered = row["covered_lenses"]
+                note = "" if covered == row["true_lenses"] else f" (of {covered} on the grid)"
+                verdict = "—" if row["within_95"] is None else ("yes" if row["within_95"] else "no")
+                lines.append(f"| {row['bin_lo']:.3g}–{row['bin_hi']:.3g} | {row['true_lenses']} | "
+                             f"{row['observed_detected']}{note} | {row['expected_detected']:.1f} [{low68:.0f}, "
+                             f"{high68:.0f}] [{low95:.0f}, {high95:.0f}] | {verdict} |")
+            lines.append("")
+        whole = comparison["all_lenses"]
+        low95, high95 = whole["expected_interval_95"]
+        lines.append(f"{sum(agree)} of {len(agree)} bins within the 95% interval. All {whole['lenses']} true lenses "
+                     f"on the grid: {whole['observed_detected']} found, {whole['expected_detected']:.1f} expected "
+                     f"[{low95:.0f}, {high95:.0f}] ({'within' if whole['within_95'] else 'outside'} the 95% interval).")
     for column, rows in comparison["bins"].items():
         lines += ["", f"| {column} | true lenses | completeness [68%] | injections | completeness [68%] | overlap |",
                   "|---|---:|---|---:|---|---|"]

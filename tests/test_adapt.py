@@ -478,7 +478,17 @@ def test_true_lenses_are_binned_like_the_injections(adapted, finished_run, tiny_
         for row in rows:
             if row["true_lenses"] and row["injections"]:
                 assert isinstance(row["intervals_overlap"], bool)
-    assert "true lenses" in render_selection(comparison)
+            # the two-dimensional prediction: a count of found lenses and its interval
+            assert row["observed_detected"] <= row["covered_lenses"] <= row["true_lenses"]
+            low, high = row["expected_interval_95"]
+            assert 0 <= low <= row["expected_detected"] + 1e-9 and row["expected_detected"] <= high + 1e-9
+            assert high <= row["covered_lenses"]
+            if row["covered_lenses"]:
+                assert row["within_95"] == (low <= row["observed_detected"] <= high)
+    whole = comparison["all_lenses"]
+    assert whole["observed_detected"] == sum(row["observed_detected"] for row in comparison["bins"]["arc_snr"])
+    text = render_selection(comparison)
+    assert "true lenses" in text and "bins within the 95% interval" in text
 
 
 def test_objects_the_adaptation_trained_on_can_be_left_out(adapted, finished_run, tiny_survey, capsys):

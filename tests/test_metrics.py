@@ -312,6 +312,33 @@ def test_completeness_last_edge_inclusive_and_clopper_pearson() -> None:
         m.completeness_by_bin([1], [0.5], 0.5, [1.0], [1.0, 0.0])
 
 
+def test_predicted_detections_use_each_targets_own_cell() -> None:
+    # injections: completeness 0.1 at low S/N and 0.9 at high S/N, whatever theta_E is
+    rng = np.random.default_rng(2)
+    n = 4000
+    injected = np.column_stack([rng.uniform(0.5, 4.0, n), rng.uniform(0.0, 2.0, n)])
+    rate = np.where(injected[:, 1] < 1.0, 0.1, 0.9)
+    detected = rng.random(n) < rate
+    edges = [np.array([0.5, 2.0, 4.0]), np.array([0.0, 1.0, 2.0])]
+    # targets: small theta_E lenses all bright, large ones all faint; a marginal completeness
+    # in theta_E (0.5 in both bins) would expect 20 and 20 of them
+    targets = np.array([[1.0, 1.5]] * 40 + [[3.0, 0.5]] * 40 + [[5.0, 1.5]] * 3)
+    groups = np.array([0] * 40 + [1] * 40 + [1] * 3)
+    table = m.predicted_detections(injected, detected, targets, edges, groups, 2, n_resamples=500, seed=1)
+    np.testing.assert_array_equal(table["n_targets"], [40, 43])
+    np.testing.assert_array_equal(table["n_covered"], [40, 40])  # theta_E = 5 lies off the grid
+    assert table["expected"][0] == pytest.approx(36.0, abs=1.5) and table["expected"][1] == pytest.approx(4.0, abs=1.0)
+    assert table["expected_completeness"][0] == pytest.approx(0.9, abs=0.04)
+    for group, found_like_the_injections in ((0, 36), (1, 4)):
+        assert table["lo95"][group] <= found_like_the_injections <= table["hi95"][group]
+        assert table["lo95"][group] <= table["lo68"][group] <= table["hi68"][group] <= table["hi95"][group]
+    assert not table["lo95"][0] <= 20 <= table["hi95"][0]  # what the marginal would have said
+    with pytest.raises(ValueError, match="groups"):
+        m.predicted_detections(injected, detected, targets, edges, groups + 1, 2)
+    with pytest.raises(ValueError, match="edges"):
+        m.predicted_detections(injected, detected, targets, [np.array([1.0, 0.0]), edges[1]], groups, 2)
+
+
 def test_bootstrap_interval_contains_point_estimate() -> None:
     rng = np.random.default_rng(1)
     labels = rng.random(3000) < 0.2
