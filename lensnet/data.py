@@ -59,11 +59,11 @@ def load_stamp_set(directory: str | Path, limit: int | None = None) -> StampSet:
 
 
 def _simulate_chunk(profile: str, n: int, seed: int, chunk_index: int, start: int, lens_fraction: float,
-                    size_px: int | None, engine: str) -> tuple[np.ndarray, pd.DataFrame]:
+                    size_px: int | None, engine: str, population: int) -> tuple[np.ndarray, pd.DataFrame]:
     from lensnet.simulate import simulate_stamps
 
     return simulate_stamps(n, profile, np.random.SeedSequence([seed, chunk_index]), lens_fraction=lens_fraction,
-                           size_px=size_px, index_offset=start, engine=engine)
+                           size_px=size_px, index_offset=start, engine=engine, population=population)
 
 
 def simulated_stamp_set(
@@ -76,12 +76,13 @@ def simulated_stamp_set(
     processes: int | None = None,
     progress: bool = True,
     engine: str = "lenstronomy",
+    population: int | None = None,
 ) -> StampSet:
     """Simulate a stamp set in memory, in parallel processes, without touching the disk.
 
     Chunks are seeded exactly as ``lensnet.simulate.generate_dataset`` seeds them, so
-    the same (engine, profile, n, seed, lens_fraction, chunk_size) gives the same stamps
-    either way.
+    the same (engine, population, profile, n, seed, lens_fraction, chunk_size) gives the
+    same stamps either way.
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -91,19 +92,21 @@ def simulated_stamp_set(
     from lensnet.simulate import get_profile
 
     survey = get_profile(profile)
+    population = _default_population() if population is None else population
     starts = list(range(0, n, chunk_size))
     # spawn, not fork: the parent may already hold torch/CUDA state that must not be forked.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
         futures = [pool.submit(_simulate_chunk, profile, min(chunk_size, n - start), seed, index, start,
-                               lens_fraction, size_px, engine) for index, start in enumerate(starts)]
+                               lens_fraction, size_px, engine, population) for index, start in enumerate(starts)]
         results = [future.result() for future in tqdm(futures, desc=f"simulating {n} {engine} stamps",
                                                        disable=not progress)]
     return StampSet(
         stamps=np.concatenate([stamps for stamps, _ in results]),
         truth=pd.concat([truth for _, truth in results], ignore_index=True),
         bands=list(survey.bands),
-        attrs={"engine": engine, "profile": survey.name, "pixel_scale_arcsec": survey.pixel_scale_arcsec,
+        attrs={"engine": engine, "population": population, "profile": survey.name,
+               "pixel_scale_arcsec": survey.pixel_scale_arcsec,
                "seed": seed, "n": n, "lens_fraction": lens_fraction, "chunk_size": chunk_size},
     )
 
@@ -117,7 +120,9 @@ def describe_spec(spec: DataSpec) -> str:
         return " + ".join(describe_spec(item) for item in spec)
     if isinstance(spec, dict):
         settings = spec.get("simulate", {})
-        return f"{settings.get('engine', 'lenstronomy')}/{settings.get('profile', '?')}/seed {settings.get('seed', '?')}"
+        label = f"{settings.get('engine', 'lenstronomy')}/{settings.get('profile', '?')}/seed {settings.get('seed', '?')}"
+        population = settings.get("population") or _default_population()
+        return label if population == 1 else f"{label}/population {population}"
     return Path(spec).name or str(spec)
 
 
@@ -133,6 +138,26 @@ SIMULATION_CACHE_ENV = "LENSNET_SIMULATION_CACHE"
 _SIMULATE_DEFAULTS = {"engine": "lenstronomy", "lens_fraction": 0.5, "chunk_size": 500, "size_px": None}
 
 
+def _default_population() -> int:
+    from lensnet.simulate.definitions import (
+        POPULATION,  # the simulators load only when a set is simulated
+    )
+
+    return POPULATION
+
+
+def _normalised(settings: dict) -> dict:
+    """A simulate spec's settings with their defaults; population 1, which predates the
+    ``population`` key, is left out, so that sets simulated before it keep their identity."""
+    from lensnet.simulate.definitions import check_population
+
+    merged = {**_SIMULATE_DEFAULTS, **settings}
+    merged["population"] = check_population(merged.get("population", _default_population()))
+    if merged["population"] == 1:
+        del merged["population"]
+    return merged
+
+
 def materialise(spec: DataSpec, directory: str | Path) -> str | list:
     """Write a ``simulate`` spec to ``directory`` once (reused while its ``spec.json`` matches).
 
@@ -146,22 +171,24 @@ def materialise(spec: DataSpec, directory: str | Path) -> str | list:
         return spec
     from lensnet.simulate import generate_dataset
 
-    settings = {**_SIMULATE_DEFAULTS, **spec["simulate"]}
+    settings = _normalised(spec["simulate"])
     settings.pop("processes", None)
     settings.pop("progress", None)
     marker = directory / "spec.json"
     if not (marker.is_file() and json.loads(marker.read_text()) == settings
             and (directory / "truth.parquet").is_file()):
-        generate_dataset(directory, **settings)
+        generate_dataset(directory, **{"population": 1, **settings})  # the key is left out for population 1
         marker.write_text(json.dumps(settings, sort_keys=True) + "\n")
     return str(directory)
 
 
 def cache_name(settings: dict) -> str:
     """The simulation cache's directory name of a simulate spec's settings."""
-    merged = {**_SIMULATE_DEFAULTS, **settings}
+    merged = _normalised(settings)
+    population = f"-population{merged['population']}" if "population" in merged else ""
     return (f"{merged['engine']}-{merged['profile']}-n{merged['n']}-seed{merged['seed']}"
-            f"-lens{merged['lens_fraction']}-chunk{merged['chunk_size']}-size{merged['size_px'] or 'default'}")
+            f"-lens{merged['lens_fraction']}-chunk{merged['chunk_size']}-size{merged['size_px'] or 'default'}"
+            f"{population}")
 
 
 def stamp_set_from_spec(spec: DataSpec, limit: int | None = None) -> StampSet:
@@ -178,11 +205,12 @@ def stamp_set_from_spec(spec: DataSpec, limit: int | None = None) -> StampSet:
     if isinstance(spec, dict):
         settings = spec["simulate"]
         missing = [key for key in ("profile", "n", "seed") if key not in settings]
-        known = {"profile", "n", "seed", "engine", "lens_fraction", "chunk_size", "size_px", "processes", "progress"}
+        known = {"profile", "n", "seed", "engine", "lens_fraction", "chunk_size", "size_px", "processes", "progress",
+                 "population"}
         unknown = sorted(set(settings) - known)
         if missing or unknown:
-            raise ValueError(f"a simulate spec needs profile, n and seed (optional: engine, lens_fraction, chunk_size, "
-                             f"size_px); {'missing ' + ', '.join(missing) if missing else ''}"
+            raise ValueError(f"a simulate spec needs profile, n and seed (optional: engine, population, lens_fraction, "
+                             f"chunk_size, size_px); {'missing ' + ', '.join(missing) if missing else ''}"
                              f"{'; ' if missing and unknown else ''}{'unknown ' + ', '.join(unknown) if unknown else ''}")
         cache = os.environ.get(SIMULATION_CACHE_ENV)
         if cache:

@@ -37,6 +37,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from lensnet.simulate import draw_kinds, get_profile
+from lensnet.simulate.definitions import POPULATION, POPULATIONS, check_population
 from lensnet.simulate.engines import get_engine
 
 #: Objects are painted through a square window this many pixels wider than a stamp,
@@ -147,6 +148,7 @@ def make_mock_survey(
     centre_radec: tuple[float, float] = (150.0, 2.0),
     kind_weights: dict[str, float] | None = None,
     engine: str = "lenstronomy",
+    population: int = POPULATION,
 ) -> MockSurvey:
     """Write a mock survey under ``root`` and describe it (see the module docstring).
 
@@ -164,7 +166,10 @@ def make_mock_survey(
         centre_radec: sky position (deg) of the centre of the footprint.
         kind_weights: relative frequencies of the non-lens kinds.
         engine: simulation engine, ``"lenstronomy"`` or ``"galsim"``.
+        population: version of the object population
+            (:data:`lensnet.simulate.definitions.POPULATIONS`).
     """
+    population = check_population(population)
     simulator = get_engine(engine)
     survey = get_profile(profile)
     if survey.is_multi_resolution:
@@ -203,7 +208,7 @@ def make_mock_survey(
     mag_ref, records = np.empty(n_objects), []
     conditions = simulator.nominal_conditions(survey)
     for index, kind in enumerate(kinds):
-        params = simulator.draw_parameters(object_rng, kind, survey, conditions)
+        params = simulator.draw_parameters(object_rng, kind, survey, conditions, population)
         simulator.prepare(params, survey)
         covering: list[str] = []
         first: tuple[np.ndarray, np.ndarray, tuple[float, float]] | None = None
@@ -281,6 +286,7 @@ def make_mock_survey(
         "rotation_deg": rotation_deg,
         "n_off_footprint": n_off_footprint,
         "engine": engine,
+        "population": population,
         "centre_radec": list(centre_radec),
         "bands": list(survey.bands),
         "pixel_scale_arcsec": scale,
@@ -334,6 +340,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lens-fraction", type=float, default=0.1,
                         help="exact fraction of lenses among them (default 0.1)")
     parser.add_argument("--engine", choices=sorted(ENGINES), default="lenstronomy", help="simulation engine")
+    parser.add_argument("--population", type=int, choices=POPULATIONS, default=POPULATION,
+                        help=f"version of the object population (default {POPULATION}); 2 gives the deflectors the "
+                             "non-lens early types' size-luminosity relation, so a deflector is not larger than a "
+                             "non-lens of its brightness (population 1 ties its size to θE)")
     parser.add_argument("--seed", type=int, default=0, help="the survey depends on nothing else (default 0)")
     parser.add_argument("--profile", default="ground-gri", help="survey profile (default ground-gri)")
     parser.add_argument("--tiles", default="2x2", metavar="NXxNY", help="tile grid (default 2x2)")
@@ -356,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
         survey = make_mock_survey(args.out, n_objects=args.objects, lens_fraction=args.lens_fraction, seed=args.seed,
                                   profile=args.profile, tiles_x=nx, tiles_y=ny, tile_size_px=args.tile_size,
                                   overlap_px=args.overlap, rotation_deg=args.rotation,
-                                  n_off_footprint=args.off_footprint, engine=args.engine)
+                                  n_off_footprint=args.off_footprint, engine=args.engine,
+                                  population=args.population)
     except (ValueError, KeyError, NotImplementedError) as error:
         parser.exit(2, f"python -m pipeline.mock: error: {error}\n")
     print(f"wrote {len(survey.tiles)} tiles × {len(survey.bands)} bands in {time.perf_counter() - start:.0f} s")

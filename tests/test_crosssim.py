@@ -67,8 +67,22 @@ def test_data_lists_concatenate_and_are_labelled(tmp_path):
         "galsim/ground-gri/seed 4"
     assert describe_spec([str(first), {"simulate": {"profile": "ground-gri", "seed": 1}}]) == \
         "a + lenstronomy/ground-gri/seed 1"
+    assert describe_spec({"simulate": {"engine": "galsim", "profile": "ground-gri", "seed": 4, "population": 2}}) == \
+        "galsim/ground-gri/seed 4/population 2"
+    assert describe_spec({"simulate": {"profile": "ground-gri", "seed": 4, "population": 1}}) == \
+        "lenstronomy/ground-gri/seed 4"
     with pytest.raises(ValueError, match="must not be empty"):
         stamp_set_from_spec([])
+
+
+def test_a_population_has_its_own_cache_entry_and_population_1_keeps_the_old_one():
+    from lensnet.data import cache_name
+
+    base = {"engine": "galsim", "profile": "ground-gri", "n": 6, "seed": 3}
+    assert cache_name({**base, "population": 1}) == cache_name(base)
+    assert cache_name({**base, "population": 2}) == cache_name(base) + "-population2"
+    with pytest.raises(ValueError, match="population must be one of"):
+        cache_name({**base, "population": 7})
 
 
 def test_simulation_cache_writes_once_and_gives_the_same_stamps(tmp_path, monkeypatch):

@@ -329,3 +329,50 @@ def test_command_line(tmp_path, capsys):
     )
     assert len(pd.read_parquet(tmp_path / "truth.parquet")) == 3
     assert xr.open_zarr(tmp_path / "stamps.zarr")["stamps"].shape == (3, 3, 24, 24)
+
+
+def _size_at_fixed_brightness_auroc(engine: str, population: int, n: int = 1500) -> float:
+    """How well a deflector's size for its magnitude tells it from a non-lens elliptical."""
+    from lensnet.metrics import auroc
+    from lensnet.simulate.galsim_engine import population as galsim_population
+
+    draw = draw_parameters if engine == "lenstronomy" else galsim_population.draw_parameters
+    rng = np.random.default_rng(8)
+    rows = []
+    for kind in ("lens", "elliptical"):
+        for _ in range(n):
+            meta = draw(rng, kind, "ground-gri", field_galaxies=False, population=population)["meta"]
+            rows.append((kind == "lens", meta["main_mag"], math.log10(meta["main_r_eff_arcsec"])))
+    is_lens, mag, log_size = (np.array(column) for column in zip(*rows, strict=True))
+    slope, intercept = np.polyfit(mag[~is_lens], log_size[~is_lens], 1)  # the ellipticals' size-luminosity relation
+    return auroc(is_lens, log_size - (slope * mag + intercept))
+
+
+@pytest.mark.parametrize("engine", ["lenstronomy", "galsim"])
+def test_population_2_deflectors_are_no_larger_than_ellipticals_of_their_brightness(engine):
+    # population 1 ties a deflector's size to θE: larger than a non-lens of its magnitude
+    assert _size_at_fixed_brightness_auroc(engine, 1) > 0.55
+    assert 0.45 < _size_at_fixed_brightness_auroc(engine, 2) < 0.55
+
+
+@pytest.mark.parametrize("engine", ["lenstronomy", "galsim"])
+def test_populations_differ_only_in_the_deflector_size(engine):
+    from lensnet.simulate.galsim_engine import population as galsim_population
+
+    draw = draw_parameters if engine == "lenstronomy" else galsim_population.draw_parameters
+    one, two = (draw(np.random.default_rng(21), "lens", "ground-gri", population=p) for p in (1, 2))
+    # the same mass, source, neighbours and conditions: one draw either way, so the stream is not shifted
+    assert {k: v for k, v in one.items() if k not in ("groups", "meta")} == \
+        {k: v for k, v in two.items() if k not in ("groups", "meta")}
+    assert len(one["groups"]) == len(two["groups"])
+    changed = [a["name"] for a, b in zip(one["groups"], two["groups"], strict=True) if a != b]
+    assert changed == ["lens_light"]
+    assert one["meta"]["main_r_eff_arcsec"] != two["meta"]["main_r_eff_arcsec"]
+    same = {key: value for key, value in one["meta"].items() if key != "main_r_eff_arcsec"}
+    assert json.dumps(same, sort_keys=True) == json.dumps(
+        {key: value for key, value in two["meta"].items() if key != "main_r_eff_arcsec"}, sort_keys=True)
+    for kind in ("elliptical", "ring"):  # non-lenses do not depend on the population
+        assert draw(np.random.default_rng(3), kind, "ground-gri", population=1) == \
+            draw(np.random.default_rng(3), kind, "ground-gri", population=2)
+    with pytest.raises(ValueError, match="population must be one of 1, 2"):
+        draw(np.random.default_rng(0), "lens", "ground-gri", population=3)

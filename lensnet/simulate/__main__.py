@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from lensnet.simulate.dataset import generate_dataset
-from lensnet.simulate.definitions import ENGINES
+from lensnet.simulate.definitions import ENGINES, POPULATION, POPULATIONS
 from lensnet.simulate.profiles import PROFILES
 
 
@@ -27,6 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--profile", default="ground-gri", choices=sorted(PROFILES), help="survey profile")
     parser.add_argument("--engine", default="lenstronomy", choices=ENGINES,
                         help="simulator: lenstronomy (default) or galsim (GalSim light and PSFs, caustics lensing)")
+    parser.add_argument("--population", type=int, choices=POPULATIONS, default=POPULATION,
+                        help=f"version of the object population (default: {POPULATION}); 2 gives the deflectors the "
+                             "non-lens early types' size-luminosity relation, so that a deflector is not larger than "
+                             "a non-lens of its brightness (population 1 ties its size to θE)")
     parser.add_argument("--seed", type=int, default=0, help="master random seed (default: 0)")
     parser.add_argument("--lens-fraction", type=float, default=0.5, help="fraction of lenses (default: 0.5)")
     parser.add_argument("--chunk-size", type=int, default=500, help="stamps per task and Zarr chunk (default: 500)")
@@ -60,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             n_workers=args.workers,
             size_px=args.size,
             engine=args.engine,
+            population=args.population,
         )
     finally:
         if client is not None:

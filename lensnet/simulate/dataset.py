@@ -26,7 +26,7 @@ import pandas as pd
 import xarray as xr
 import zarr
 
-from lensnet.simulate.definitions import ENGINES
+from lensnet.simulate.definitions import ENGINES, POPULATION, check_population
 from lensnet.simulate.profiles import SurveyProfile, get_profile
 from lensnet.simulate.stamps import simulate_stamps
 
@@ -68,6 +68,7 @@ def _simulate_chunk(
     kind_weights: dict[str, float] | None,
     size_px: int,
     engine: str,
+    population: int,
 ) -> pd.DataFrame:
     """Simulate objects ``start:stop``, write them as one Zarr chunk, return their truth rows."""
     stamps, truth = simulate_stamps(
@@ -79,6 +80,7 @@ def _simulate_chunk(
         size_px=size_px,
         index_offset=start,
         engine=engine,
+        population=population,
     )
     zarr.open_array(store, path=STAMPS_VARIABLE, mode="r+")[start:stop] = stamps
     return truth
@@ -126,6 +128,7 @@ def generate_dataset(
     size_px: int | None = None,
     kind_weights: dict[str, float] | None = None,
     engine: str = "lenstronomy",
+    population: int = POPULATION,
 ) -> Path:
     """Simulate ``n`` stamps in parallel and write ``stamps.zarr`` and ``truth.parquet``.
 
@@ -145,6 +148,8 @@ def generate_dataset(
         size_px: stamp side (default: the profile's ``stamp_size_px``).
         kind_weights: relative frequencies of the non-lens kinds.
         engine: simulation engine, ``"lenstronomy"`` or ``"galsim"``.
+        population: version of the object population
+            (:data:`lensnet.simulate.definitions.POPULATIONS`; default the latest).
 
     Returns:
         ``out_dir`` as a Path.
@@ -153,6 +158,7 @@ def generate_dataset(
         raise ValueError(f"n and chunk_size must be positive (got {n}, {chunk_size})")
     if engine not in ENGINES:
         raise ValueError(f"unknown simulation engine {engine!r}; known engines: {', '.join(ENGINES)}")
+    population = check_population(population)
     profile = get_profile(profile)
     size = int(size_px or profile.stamp_size_px)
     out = Path(out_dir)
@@ -161,6 +167,7 @@ def generate_dataset(
     attrs = {
         "generator": "lensnet.simulate.generate_dataset",
         "engine": engine,
+        "population": population,
         "profile": profile.name,
         "bands": list(profile.bands),
         "pixel_scale_arcsec": profile.pixel_scale_arcsec,
@@ -177,7 +184,7 @@ def generate_dataset(
     tasks = [
         simulate(
             str(store), k, start, min(start + chunk_size, n), profile, int(seed), lens_fraction, kind_weights, size,
-            engine,
+            engine, population,
         )
         for k, start in enumerate(range(0, n, chunk_size))
     ]

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from lensnet.simulate.definitions import ENGINES
+from lensnet.simulate.definitions import ENGINES, POPULATION
 from lensnet.simulate.profiles import SurveyProfile, get_profile
 
 
@@ -25,8 +25,8 @@ class Engine:
 
     Attributes:
         name: ``"lenstronomy"`` or ``"galsim"``.
-        draw_parameters: ``(rng, kind, profile, conditions) -> params`` of an isolated
-            object (no neighbours, stars or detector artefacts) under ``conditions``.
+        draw_parameters: ``(rng, kind, profile, conditions, population) -> params`` of an
+            isolated object (no neighbours, stars or detector artefacts) under ``conditions``.
         nominal_conditions: ``profile -> conditions``: the survey's nominal PSF and noise.
         prepare: ``(params, profile) -> None``: settles what depends on the conditions
             (the GalSim engine sets a lensed source's brightness from its target S/N).
@@ -45,8 +45,10 @@ class Engine:
 def _lenstronomy() -> Engine:
     from lensnet.simulate import objects, rendering, stamps
 
-    def draw(rng: np.random.Generator, kind: str, profile: SurveyProfile, conditions: dict[str, Any]) -> dict:
-        return objects.draw_parameters(rng, kind, profile, field_galaxies=False, conditions=conditions)
+    def draw(rng: np.random.Generator, kind: str, profile: SurveyProfile, conditions: dict[str, Any],
+             population: int = POPULATION) -> dict:
+        return objects.draw_parameters(rng, kind, profile, field_galaxies=False, conditions=conditions,
+                                       population=population)
 
     return Engine("lenstronomy", draw, objects.nominal_conditions, lambda params, profile: None, rendering.render,
                   stamps.truth_record)
@@ -55,8 +57,10 @@ def _lenstronomy() -> Engine:
 def _galsim() -> Engine:
     from lensnet.simulate import galsim_engine as gs
 
-    def draw(rng: np.random.Generator, kind: str, profile: SurveyProfile, conditions: dict[str, Any]) -> dict:
-        return gs.draw_parameters(rng, kind, profile, field_galaxies=False, conditions=conditions, artefacts=False)
+    def draw(rng: np.random.Generator, kind: str, profile: SurveyProfile, conditions: dict[str, Any],
+             population: int = POPULATION) -> dict:
+        return gs.draw_parameters(rng, kind, profile, field_galaxies=False, conditions=conditions, artefacts=False,
+                                  population=population)
 
     def nominal(profile: SurveyProfile) -> dict[str, Any]:
         psf = [{"type": "moffat", "beta": 3.0, "fwhm": float(f), "g1": 0.0, "g2": 0.0} for f in profile.psf_fwhm_arcsec]

@@ -45,11 +45,21 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from lenstronomy.Util.param_util import ellipticity2phi_q, phi_q2_ellipticity, shear_polar2cartesian
+from lenstronomy.Util.param_util import (
+    ellipticity2phi_q,
+    phi_q2_ellipticity,
+    shear_polar2cartesian,
+)
 
 from lensnet.simulate import artefacts
 from lensnet.simulate import components as comp
-from lensnet.simulate.definitions import DEFAULT_NON_LENS_WEIGHTS, KINDS, NON_LENS_KINDS
+from lensnet.simulate.definitions import (
+    DEFAULT_NON_LENS_WEIGHTS,
+    KINDS,
+    NON_LENS_KINDS,
+    POPULATION,
+    check_population,
+)
 from lensnet.simulate.profiles import SurveyProfile, get_profile
 from lensnet.simulate.sed import draw_sed
 
@@ -102,12 +112,15 @@ def _early_type_mag(rng: np.random.Generator) -> float:
     return _lens_like_mag(rng, float(math.exp(rng.uniform(math.log(low), math.log(high)))))
 
 
-def _draw_lens(rng: np.random.Generator, profile: SurveyProfile) -> Drawn:
+def _draw_lens(rng: np.random.Generator, profile: SurveyProfile, population: int = POPULATION) -> Drawn:
     low, high = THETA_E_RANGE_ARCSEC
     theta_e = float(math.exp(rng.uniform(math.log(low), math.log(high))))
     z_lens = _u(rng, 0.2, 0.9)
     lens_mag = _lens_like_mag(rng, theta_e)
-    r_eff = float(np.clip(theta_e * rng.lognormal(-0.2, 0.4), 0.2, 5.0))
+    if population == 1:  # size tied to θE: larger than the non-lenses of its brightness
+        r_eff = float(np.clip(theta_e * rng.lognormal(-0.2, 0.4), 0.2, 5.0))
+    else:  # the early types' size-luminosity relation (one draw either way: the rest of the stream is the same)
+        r_eff = _size_for_mag(rng, lens_mag, 1.0, 0.2, 5.0)
     lens_light = _early_type(rng, profile, lens_mag, r_eff, z_lens, "lens_light")
     light = lens_light["components"][0]["kwargs"]
     phi_light, q_light = (float(v) for v in ellipticity2phi_q(light["e1"], light["e2"]))
@@ -406,6 +419,7 @@ def draw_parameters(
     profile: SurveyProfile | str,
     field_galaxies: bool = True,
     conditions: dict[str, Any] | None = None,
+    population: int = POPULATION,
 ) -> dict[str, Any]:
     """Draw the physical and observing parameters of one object of ``kind``.
 
@@ -417,6 +431,7 @@ def draw_parameters(
             stamp (training stamps); mock surveys switch this off and place real neighbours.
         conditions: fixed observing conditions (e.g. :func:`nominal_conditions`) instead
             of drawn ones.
+        population: version of the population (:data:`lensnet.simulate.definitions.POPULATIONS`).
 
     Returns:
         JSON-able parameters for :func:`lensnet.simulate.render` (see module docstring).
@@ -424,8 +439,9 @@ def draw_parameters(
     profile = get_profile(profile)
     if kind not in _DRAWERS:
         raise ValueError(f"unknown kind {kind!r}; known kinds: {', '.join(KINDS)}")
+    population = check_population(population)
     observing = dict(conditions) if conditions is not None else draw_conditions(rng, profile)
-    groups, lens_model, meta = _DRAWERS[kind](rng, profile)
+    groups, lens_model, meta = _draw_lens(rng, profile, population) if kind == "lens" else _DRAWERS[kind](rng, profile)
     stars: list[dict[str, Any]] = []
     detector: dict[str, Any] = {"cosmic_rays": [], "bad_columns": []}
     if field_galaxies:

@@ -20,7 +20,13 @@ import numpy as np
 import pandas as pd
 
 from lensnet.simulate import artefacts, definitions
-from lensnet.simulate.definitions import DEFAULT_NON_LENS_WEIGHTS, ENGINES, NON_LENS_KINDS
+from lensnet.simulate.definitions import (
+    DEFAULT_NON_LENS_WEIGHTS,
+    ENGINES,
+    NON_LENS_KINDS,
+    POPULATION,
+    check_population,
+)
 from lensnet.simulate.objects import draw_parameters
 from lensnet.simulate.profiles import SurveyProfile, get_profile
 from lensnet.simulate.rendering import render
@@ -188,6 +194,7 @@ def simulate_stamps(
     size_px: int | None = None,
     index_offset: int = 0,
     engine: str = "lenstronomy",
+    population: int = POPULATION,
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Simulate ``n`` noisy stamps with their truth table.
 
@@ -203,6 +210,8 @@ def simulate_stamps(
         size_px: stamp side (default: the profile's ``stamp_size_px``).
         index_offset: first value of the ``stamp_index`` column (for chunked datasets).
         engine: ``"lenstronomy"`` or ``"galsim"`` (the independent second simulator).
+        population: version of the object population
+            (:data:`lensnet.simulate.definitions.POPULATIONS`; default the latest).
 
     Returns:
         float32 stamps (n, n_bands, size, size) in counts, and a truth DataFrame with one
@@ -210,6 +219,7 @@ def simulate_stamps(
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown simulation engine {engine!r}; known engines: {', '.join(ENGINES)}")
+    population = check_population(population)
     profile = get_profile(profile)
     size = int(size_px or profile.stamp_size_px)
     rng = np.random.default_rng(seed)
@@ -218,11 +228,11 @@ def simulate_stamps(
         from lensnet.simulate.galsim_engine import simulate_stamps as simulate_galsim
 
         with single_threaded():
-            return simulate_galsim(n, profile, int(rng.integers(2**63 - 1)), kinds, size, index_offset)
+            return simulate_galsim(n, profile, int(rng.integers(2**63 - 1)), kinds, size, index_offset, population)
     stamps = np.empty((n, profile.n_bands, size, size), dtype=np.float32)
     records = []
     for i, kind in enumerate(kinds):
-        params = draw_parameters(rng, kind, profile)
+        params = draw_parameters(rng, kind, profile, population=population)
         jitter_x, jitter_y = rng.uniform(-CENTRING_JITTER_PX, CENTRING_JITTER_PX, size=2)
         offset = (float(jitter_x), float(jitter_y))
         # rendered in two parts so that the truth record reuses the arcs-only image

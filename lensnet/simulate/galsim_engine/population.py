@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from lensnet.simulate.definitions import KINDS
+from lensnet.simulate.definitions import KINDS, POPULATION, check_population
 from lensnet.simulate.galsim_engine.colours import band_magnitudes, draw_colour
 from lensnet.simulate.profiles import SurveyProfile, get_profile
 
@@ -113,11 +113,14 @@ def _source_population(rng: np.random.Generator) -> str:
     return "starforming" if u < 0.7 else ("intermediate" if u < 0.85 else "passive")
 
 
-def _draw_lens(rng: np.random.Generator, profile: SurveyProfile) -> Drawn:
+def _draw_lens(rng: np.random.Generator, profile: SurveyProfile, population: int = POPULATION) -> Drawn:
     theta_e = _log_u(rng, *THETA_E_RANGE_ARCSEC)
     z_lens = _u(rng, 0.15, 0.9)
     lens_mag = _deflector_magnitude(rng, theta_e)
-    r_half = float(np.clip(0.8 * theta_e * rng.lognormal(0.0, 0.45), 0.2, 5.0))
+    if population == 1:  # size tied to θE: larger than the non-lenses of its brightness
+        r_half = float(np.clip(0.8 * theta_e * rng.lognormal(0.0, 0.45), 0.2, 5.0))
+    else:  # the ellipticals' size-luminosity relation (one draw either way: the rest of the stream is the same)
+        r_half = _size(rng, lens_mag, 1.2, 0.2, 5.0)
     lens_light = _early_type_group(rng, profile, "lens_light", lens_mag, r_half, z_lens)
     light = lens_light["shapes"][0]
     gamma, gamma_angle = _u(rng, 0.0, 0.1), _u(rng, 0.0, math.pi)
@@ -395,7 +398,8 @@ def draw_artefacts(rng: np.random.Generator, profile: SurveyProfile, sky_sigma: 
 
 
 def draw_parameters(rng: np.random.Generator, kind: str, profile: SurveyProfile | str, field_galaxies: bool = True,
-                    conditions: dict[str, Any] | None = None, artefacts: bool = True) -> dict[str, Any]:
+                    conditions: dict[str, Any] | None = None, artefacts: bool = True,
+                    population: int = POPULATION) -> dict[str, Any]:
     """Draw one object of ``kind`` with its observing conditions (see the module docstring).
 
     Args:
@@ -406,12 +410,14 @@ def draw_parameters(rng: np.random.Generator, kind: str, profile: SurveyProfile 
             mock surveys place real neighbours instead.
         conditions: fixed observing conditions (a mock survey's) instead of drawn ones.
         artefacts: draw cosmic rays and bad columns.
+        population: version of the population (:data:`lensnet.simulate.definitions.POPULATIONS`).
     """
     profile = get_profile(profile)
     if kind not in _DRAWERS:
         raise ValueError(f"unknown kind {kind!r}; known kinds: {', '.join(KINDS)}")
+    population = check_population(population)
     observing = conditions if conditions is not None else draw_conditions(rng, profile)
-    groups, lens, meta = _DRAWERS[kind](rng, profile)
+    groups, lens, meta = _draw_lens(rng, profile, population) if kind == "lens" else _DRAWERS[kind](rng, profile)
     if field_galaxies:
         groups += _neighbours(rng, profile, float(meta["main_mag"]))
     return {

@@ -26,6 +26,7 @@ from scipy.signal import fftconvolve
 
 from lensnet.simulate import definitions
 from lensnet.simulate.galsim_engine import lensing, observe as obs, shapes
+from lensnet.simulate.definitions import POPULATION
 from lensnet.simulate.galsim_engine.population import ENGINE, SOURCE_MAG_RANGE, draw_parameters
 from lensnet.simulate.profiles import SurveyProfile, get_profile
 
@@ -248,8 +249,8 @@ def truth_record(params: Mapping[str, Any], profile: SurveyProfile | str, image_
 
 
 def simulate_stamps(n: int, profile: SurveyProfile | str, seed: int | np.random.SeedSequence,
-                    kinds: Sequence[str], size_px: int | None = None, index_offset: int = 0
-                    ) -> tuple[np.ndarray, pd.DataFrame]:
+                    kinds: Sequence[str], size_px: int | None = None, index_offset: int = 0,
+                    population: int = POPULATION) -> tuple[np.ndarray, pd.DataFrame]:
     """``n`` noisy stamps of the given kinds, with their truth table (one row per stamp)."""
     profile = get_profile(profile)
     if len(kinds) != n:
@@ -260,7 +261,7 @@ def simulate_stamps(n: int, profile: SurveyProfile | str, seed: int | np.random.
     records = []
     for index, kind in enumerate(kinds):
         for attempt in range(MAX_REDRAWS + 1):
-            params = draw_parameters(rng, kind, profile)
+            params = draw_parameters(rng, kind, profile, population=population)
             offset = tuple(float(v) for v in rng.uniform(-CENTRING_JITTER_PX, CENTRING_JITTER_PX, size=2))
             try:
                 arcs = calibrate_source(params, profile, size, offset) if params["is_lens"] else None
