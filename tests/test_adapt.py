@@ -67,6 +67,20 @@ def test_the_total_magnitude_holds_the_light_a_small_aperture_truncates():
     assert measured["host_mag_total"].to_numpy() == pytest.approx(19.2, abs=0.25)
 
 
+def test_host_size_grows_with_the_galaxys_half_light_radius():
+    rng = np.random.default_rng(1)
+    stamps = []
+    for r_half in (0.3, 0.8, 1.6):
+        galaxy = {"groups": [{"name": "g", "lensed": False, "mags": [20.0, 19.0, 18.5],
+                              "components": [components.sersic(r_half, 4.0, 0.8, 0.4)]}],
+                  "lens_model": None, "psf_fwhm_arcsec": [0.8, 0.7, 0.75], "psf_moffat_beta": 3.0}
+        image = render_lenstronomy(galaxy, GRI, 64)
+        stamps.append(image + rng.normal(0, 1.0, image.shape).astype(np.float32))
+    size = host_tools.measure(np.stack(stamps), 0.2, [30.0] * 3, reference=1)["host_size_arcsec"].to_numpy()
+    assert np.all(np.isfinite(size)) and size[0] < size[1] < size[2]
+    assert 0.35 < size[0] < 0.8  # a compact galaxy: about the PSF's half-light radius (0.7" FWHM)
+
+
 def test_matched_einstein_radii_go_to_the_brighter_hosts_and_keep_the_uniform_range():
     rng = np.random.default_rng(3)
     mags = rng.uniform(17.0, 22.0, 4000)
@@ -238,6 +252,9 @@ def test_adaptation_writes_a_checkpoint_with_its_provenance_and_selection_functi
     for role in ("parent", "adapted"):
         rows = report[role]["by_bin"]["theta_e_arcsec"]
         assert sum(row["n_lenses"] for row in rows) == report["n_injections"]
+        sizes = report[role]["by_bin"]["host_size_arcsec"]  # how much the host's size matters
+        assert sum(row["n_lenses"] for row in sizes) == report["n_injections"]
+    assert "Completeness against host_size_arcsec" in (adapted / "selection_function.md").read_text()
     assert (adapted / "selection_function.png").read_bytes()[:4] == b"\x89PNG"
     test = pd.read_parquet(adapted / "data" / "test" / "truth.parquet")
     train = pd.read_parquet(adapted / "data" / "train" / "truth.parquet")

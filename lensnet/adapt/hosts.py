@@ -10,8 +10,9 @@ Everything is measured on the raw stamps of a run's cutout store, band by band:
   the colour of the bluest band minus the reference band, and the concentration
   ``flux(<0.6″) / flux(<2.5″)``; a near-total magnitude in a 4″ radius (``host_mag_total``,
   the 2.5″ one where that is not positive), which a large galaxy's 1.5″ aperture truncates;
-* axis ratio and position angle of the (PSF-convolved) light from GalSim's adaptive
-  moments in the reference band;
+* axis ratio, position angle and size of the (PSF-convolved) light from GalSim's adaptive
+  moments in the reference band (``host_size_arcsec``: the half-light radius of the
+  Gaussian with those moments, 1.1774 σ, PSF included);
 * rotational asymmetry of the reference band in the 2.5″ circle (:func:`rotational_asymmetry`).
 
 Hosts, by default, look like the massive early-type galaxies that lens: bright
@@ -37,6 +38,8 @@ import pandas as pd
 
 EDGE_PX = 6
 CENTROID_RADIUS_ARCSEC = 1.2
+#: Half-light radius of a circular Gaussian in units of its σ, sqrt(2 ln 2).
+GAUSSIAN_HALF_LIGHT = math.sqrt(2.0 * math.log(2.0))
 APERTURES_ARCSEC = {"inner": 0.6, "mid": 1.5, "outer": 2.5, "total": 4.0}
 
 
@@ -99,15 +102,17 @@ def measure(stamps: np.ndarray, pixel_scale_arcsec: float, zeropoints: list[floa
     for band in range(bands):
         out[f"sky_sigma_{band}"] = sigma[:, band]
         out[f"background_{band}"] = background[:, band]
-    axis_ratio, angle = np.ones(n), np.zeros(n)
+    axis_ratio, angle, size_px = np.ones(n), np.zeros(n), np.full(n, np.nan)
     for index in range(n):  # GalSim's adaptive moments: no circular aperture to round the shape
         moments = galsim.hsm.FindAdaptiveMom(
             galsim.Image(np.ascontiguousarray(light[index, reference])),
             guess_centroid=galsim.PositionD(cx[index] + 1, cy[index] + 1), strict=False)
         if moments.moments_status == 0:
             axis_ratio[index], angle[index] = moments.observed_shape.q, moments.observed_shape.beta.rad
+            size_px[index] = moments.moments_sigma
     out["axis_ratio"] = axis_ratio
     out["position_angle"] = angle
+    out["host_size_arcsec"] = GAUSSIAN_HALF_LIGHT * size_px * pixel_scale_arcsec
     out["asymmetry"] = rotational_asymmetry(light[:, reference], cx, cy, APERTURES_ARCSEC["outer"] / pixel_scale_arcsec)
     return out
 

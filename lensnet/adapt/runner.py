@@ -54,6 +54,8 @@ BINS: dict[str, tuple[float, ...]] = {
     "arc_snr": (2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 1000.0),
     "source_mag": (17.0, 21.0, 22.0, 23.0, 24.0, 25.0, 26.0, 29.0),
     "host_mag": (15.0, 18.0, 19.0, 20.0, 21.0, 22.0, 25.0),
+    # a network that learned "large galaxies are lenses" finds the same arc more often on a large host
+    "host_size_arcsec": (0.2, 0.5, 0.7, 0.9, 1.2, 1.6, 3.0),
 }
 PSF_KEYWORDS = ("PSF_FWHM", "PSFFWHM", "SEEING", "FWHM")
 ZEROPOINT_KEYWORDS = ("MAGZERO", "MAGZP", "ZEROPT", "ZP", "PHOTZP")
@@ -331,7 +333,8 @@ def _host_columns(catalogue: pd.DataFrame, measured: pd.DataFrame, index: np.nda
     columns = {"object_id": catalogue["object_id"].to_numpy()[index],
                "cutout_index": catalogue["cutout_index"].to_numpy()[index],
                "parent_score": catalogue["score"].to_numpy()[index] if "score" in catalogue else np.nan}
-    for name in ("host_mag", "host_colour", "concentration", "asymmetry", "axis_ratio"):
+    for name in ("host_mag", "host_mag_total", "host_size_arcsec", "host_colour", "concentration", "asymmetry",
+                 "axis_ratio"):
         columns[name] = measured[name].to_numpy()[index]
     return pd.DataFrame(columns)
 
@@ -435,10 +438,13 @@ def threshold_with_interval(negative_logits: np.ndarray, fpr: float, n_bootstrap
 
 
 def selection_table(truth: pd.DataFrame, logits: np.ndarray, logit_threshold: float) -> dict[str, Any]:
-    """Completeness of the injections in bins of θE, arc S/N, source and host magnitude (Wilson 68%)."""
+    """Completeness of the injections in bins of θE, arc S/N, source and host magnitude and host
+    size (Wilson 68%); a column the injections lack (sets written by an earlier version) is left out."""
     is_lens = truth["is_lens"].to_numpy().astype(bool)
     table = {}
     for column, edges in BINS.items():
+        if column not in truth:
+            continue
         values = truth[column].to_numpy(np.float64)
         finite = values[is_lens & np.isfinite(values)]
         bins = np.asarray(edges, dtype=np.float64).copy()
@@ -512,7 +518,7 @@ def render_report(report: dict[str, Any]) -> str:
         low, high = entry["auroc"]["interval_95"]
         lines.append(f"| {role} (`{entry['model']}`) | {entry['auroc']['value']:.4f} [{low:.4f}, {high:.4f}] | "
                      f"{entry['completeness']['value']:.4f} |")
-    for column in BINS:
+    for column in report["adapted"]["by_bin"]:
         lines += ["", f"## Completeness against {column}", "",
                   "| bin | injections | parent | adapted [68%] |", "|---|---:|---:|---|"]
         for parent_row, row in zip(report["parent"]["by_bin"][column], report["adapted"]["by_bin"][column],
@@ -532,8 +538,9 @@ def plot_selection(report: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, len(BINS), figsize=(4 * len(BINS), 3.4))
-    for axis, column in zip(axes, BINS, strict=True):
+    columns = list(report["adapted"]["by_bin"])
+    figure, axes = plt.subplots(1, len(columns), figsize=(4 * len(columns), 3.4))
+    for axis, column in zip(axes, columns, strict=True):
         for role, colour in (("parent", "0.5"), ("adapted", "C0")):
             rows = [r for r in report[role]["by_bin"][column] if r["n_lenses"]]
             centre = [0.5 * (r["bin_lo"] + r["bin_hi"]) for r in rows]
