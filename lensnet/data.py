@@ -139,9 +139,8 @@ _SIMULATE_DEFAULTS = {"engine": "lenstronomy", "lens_fraction": 0.5, "chunk_size
 
 
 def _default_population() -> int:
-    from lensnet.simulate.definitions import (
-        POPULATION,  # the simulators load only when a set is simulated
-    )
+    """The simulators' default population (imported here: they load only when a set is simulated)."""
+    from lensnet.simulate.definitions import POPULATION
 
     return POPULATION
 
