@@ -112,10 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="electrons per count, to add the arcs' own photon noise (default 0: none)")
     data.add_argument("--band-wavelengths", dest="band_wavelengths_nm", type=_floats, metavar="NM,...",
                       help="effective wavelength per band (only for bands other than u g r i z y VIS Y J H)")
-    data.add_argument("--theta-e", choices=THETA_E_RECIPES, default="uniform",
-                      help="Einstein radii log-uniform in --theta-e-range (uniform, the default); tied to the host's "
-                           "1.5\" magnitude by the GalSim engine's relation (host); or the uniform draws handed out "
-                           "by the hosts' 4\" brightness, larger radii to brighter hosts (matched)")
+    data.add_argument("--theta-e", choices=THETA_E_RECIPES, default="matched",
+                      help="Einstein radii log-uniform in --theta-e-range, handed out by the hosts' 4\" brightness, "
+                           "larger radii to brighter hosts (matched, the default); log-uniform whatever the host "
+                           "(uniform); or tied to the host's 1.5\" magnitude by the GalSim engine's relation (host)")
     data.add_argument("--theta-e-range", dest="theta_e_range_arcsec", type=_pair, default=(0.5, 4.0),
                       metavar="LOW,HIGH", help="Einstein radii to span, arcsec (default 0.5,4)")
     data.add_argument("--arc-snr-range", type=_pair, default=(2.0, 1000.0), metavar="LOW,HIGH",

@@ -82,7 +82,7 @@ class AdaptConfig:
     concentration_min: float = 0.15
     asymmetry_max: float = 0.05
     axis_ratio_min: float = 0.5
-    theta_e: str = "uniform"
+    theta_e: str = "matched"
     theta_e_range_arcsec: tuple[float, float] = (0.5, 4.0)
     arc_snr_range: tuple[float, float] = (2.0, 1000.0)
     train_arc_snr_min: float = 0.0
