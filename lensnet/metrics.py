@@ -441,6 +441,7 @@ def predicted_detections(
     groups: npt.ArrayLike,
     n_groups: int,
     *,
+    targets_detected: npt.ArrayLike | None = None,
     n_resamples: int = 2000,
     seed: int = 0,
 ) -> pd.DataFrame:
@@ -462,6 +463,8 @@ def predicted_detections(
         edges: d increasing arrays of bin edges (values outside are not on the grid).
         groups: (m,) group of each target, integers in [0, n_groups).
         n_groups: number of groups.
+        targets_detected: (m,) whether each target was found; adds ``observed``, the count
+            found among the covered targets of each group, to compare with ``expected``.
         n_resamples: resamples of the injections and draws of the targets.
         seed: seed of the generator.
 
@@ -503,10 +506,16 @@ def predicted_detections(
     n_covered = np.bincount(tg, minlength=n_groups)
     expected = np.bincount(tg, weights=rate[tc], minlength=n_groups)
     lo68, hi68, lo95, hi95 = np.quantile(draws, [0.15865, 0.84135, 0.025, 0.975], axis=0)
-    return pd.DataFrame({
+    table = pd.DataFrame({
         "n_targets": n_targets, "n_covered": n_covered, "expected": expected,
         "expected_completeness": np.divide(expected, n_covered, out=np.full(n_groups, np.nan), where=n_covered > 0),
         "lo68": lo68, "hi68": hi68, "lo95": lo95, "hi95": hi95})
+    if targets_detected is not None:
+        found = np.asarray(targets_detected, dtype=bool).ravel()
+        if found.size != g.size:
+            raise ValueError("targets_detected and targets must have the same length")
+        table["observed"] = np.bincount(tg, weights=found[covered], minlength=n_groups).astype(np.int64)
+    return table
 
 
 def bootstrap_interval(

@@ -118,7 +118,15 @@ def compare_selection(candidates: str | Path, truth: str | Path, selection: str 
     scores_file = Path(selection).with_name(Path(selection).stem + "_scores.parquet")
     scored = pd.read_parquet(scores_file) if scores_file.is_file() else None
     lenses = joined[is_lens]
-    detected_lenses = lenses["logit"].to_numpy() >= logit_threshold
+    if scored is not None:  # the θE × arc S/N selection function, applied to each true lens
+        injections = scored[scored["is_lens"].astype(bool)]
+
+        def predict(group: np.ndarray, n_groups: int) -> pd.DataFrame:
+            return metrics.predicted_detections(
+                injections[list(columns)].to_numpy(float),
+                injections["logit_adapted"].to_numpy(float) >= logit_threshold,
+                lenses[list(columns)].to_numpy(float), [grid[name] for name in columns], group, n_groups,
+                targets_detected=lenses["logit"].to_numpy() >= logit_threshold)
     for column in columns:
         injected = report["adapted"]["by_bin"][column]
         edges = grid[column]
@@ -126,21 +134,10 @@ def compare_selection(candidates: str | Path, truth: str | Path, selection: str 
                                             joined[column].to_numpy(float), edges, confidence=0.6827,
                                             interval="wilson").to_dict(orient="records")
         predicted = None
-        if scored is not None:
-            injections = scored[scored["is_lens"].astype(bool)]
-            values = lenses[column].to_numpy(float)
-            group = np.clip(np.searchsorted(edges, np.nan_to_num(values, nan=edges[0]), side="right") - 1,
-                            0, len(edges) - 2)
-            predicted = metrics.predicted_detections(
-                injections[list(columns)].to_numpy(float),
-                injections["logit_adapted"].to_numpy(float) >= logit_threshold,
-                lenses[list(columns)].to_numpy(float), [grid[name] for name in columns], group, len(edges) - 1)
-            on_grid = np.isfinite(lenses[list(columns)].to_numpy(float)).all(axis=1)
-            for name in columns:
-                on_grid &= (lenses[name].to_numpy(float) >= grid[name][0]) & (lenses[name].to_numpy(float)
-                                                                              <= grid[name][-1])
-            observed = np.bincount(group[on_grid], weights=detected_lenses[on_grid], minlength=len(edges) - 1)
-            predicted = predicted.assign(observed=observed).to_dict(orient="records")
+        if scored is not None:  # lenses off the grid are left out by predicted_detections, whatever their group
+            values = np.nan_to_num(lenses[column].to_numpy(float), nan=edges[0])
+            group = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2)
+            predicted = predict(group, len(edges) - 1).to_dict(orient="records")
         rows = []
         for index, (mine, theirs) in enumerate(zip(table, injected, strict=True)):
             both = mine["n_lenses"] and theirs["n_lenses"]
@@ -154,7 +151,7 @@ def compare_selection(candidates: str | Path, truth: str | Path, selection: str 
             if predicted is not None:
                 cell = predicted[index]
                 covered = int(cell["n_covered"])
-                row.update(covered_lenses=covered, observed_detected=round(cell["observed"]),
+                row.update(covered_lenses=covered, observed_detected=int(cell["observed"]),
                            expected_detected=float(cell["expected"]),
                            expected_interval_68=[float(cell["lo68"]), float(cell["hi68"])],
                            expected_interval_95=[float(cell["lo95"]), float(cell["hi95"])],
@@ -163,17 +160,10 @@ def compare_selection(candidates: str | Path, truth: str | Path, selection: str 
         out["bins"][column] = rows
     out["two_dimensional"] = scored is not None
     if scored is not None:  # all the true lenses on the grid together
-        injections = scored[scored["is_lens"].astype(bool)]
-        values = lenses[list(columns)].to_numpy(float)
-        whole = metrics.predicted_detections(
-            injections[list(columns)].to_numpy(float), injections["logit_adapted"].to_numpy(float) >= logit_threshold,
-            values, [grid[name] for name in columns], np.zeros(len(lenses), dtype=np.int64), 1).iloc[0]
-        on_grid = np.ones(len(lenses), dtype=bool)
-        for axis, name in enumerate(columns):
-            on_grid &= (values[:, axis] >= grid[name][0]) & (values[:, axis] <= grid[name][-1])
-        found = int(detected_lenses[on_grid].sum())
-        out["all_lenses"] = {"lenses": int(on_grid.sum()), "covered_lenses": int(whole["n_covered"]),
-                             "observed_detected": found, "expected_detected": float(whole["expected"]),
+        whole = predict(np.zeros(len(lenses), dtype=np.int64), 1).iloc[0]
+        found = int(whole["observed"])
+        out["all_lenses"] = {"lenses": int(whole["n_covered"]), "observed_detected": found,
+                             "expected_detected": float(whole["expected"]),
                              "expected_interval_95": [float(whole["lo95"]), float(whole["hi95"])],
                              "within_95": bool(whole["lo95"] <= found <= whole["hi95"])}
     return out
@@ -204,7 +194,7 @@ def render_selection(comparison: dict[str, Any]) -> str:
         whole = comparison["all_lenses"]
         low95, high95 = whole["expected_interval_95"]
         lines.append(f"{sum(agree)} of {len(agree)} bins within the 95% interval. All {whole['lenses']} true lenses "
-                     f"on the grid: {whole['observed_detected']} found, {whole['expected_detected']:.1f} expected "
+                     f"with injections in their cell: {whole['observed_detected']} found, {whole['expected_detected']:.1f} expected "
                      f"[{low95:.0f}, {high95:.0f}] ({'within' if whole['within_95'] else 'outside'} the 95% interval).")
     for column, rows in comparison["bins"].items():
         lines += ["", f"| {column} | true lenses | completeness [68%] | injections | completeness [68%] | overlap |",

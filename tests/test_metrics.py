@@ -333,6 +333,10 @@ def test_predicted_detections_use_each_targets_own_cell() -> None:
         assert table["lo95"][group] <= found_like_the_injections <= table["hi95"][group]
         assert table["lo95"][group] <= table["lo68"][group] <= table["hi68"][group] <= table["hi95"][group]
     assert not table["lo95"][0] <= 20 <= table["hi95"][0]  # what the marginal would have said
+    found = np.arange(len(targets)) % 2 == 0  # the off-grid targets (the last 3) are not counted
+    observed = m.predicted_detections(injected, detected, targets, edges, groups, 2, n_resamples=10,
+                                      targets_detected=found)["observed"]
+    np.testing.assert_array_equal(observed, [20, 20])
     with pytest.raises(ValueError, match="groups"):
         m.predicted_detections(injected, detected, targets, edges, groups + 1, 2)
     with pytest.raises(ValueError, match="edges"):

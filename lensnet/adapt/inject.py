@@ -181,5 +181,5 @@ def draw_target_snr(rng: np.random.Generator, recipe: InjectionRecipe, n: int) -
     return log_uniform(rng, n, low, high)
 
 
-__all__ = ["BAND_WAVELENGTHS_NM", "THETA_E_RECIPES", "InjectionRecipe", "draw_target_snr", "draw_theta_e", "inject", "lens_parameters",
-           "survey_profile"]
+__all__ = ["BAND_WAVELENGTHS_NM", "THETA_E_RECIPES", "InjectionRecipe", "draw_target_snr", "draw_theta_e", "inject",
+           "lens_parameters", "survey_profile"]

@@ -149,7 +149,8 @@ def generate_dataset(
         kind_weights: relative frequencies of the non-lens kinds.
         engine: simulation engine, ``"lenstronomy"`` or ``"galsim"``.
         population: version of the object population
-            (:data:`lensnet.simulate.definitions.POPULATIONS`; default the latest).
+            (:data:`lensnet.simulate.definitions.POPULATIONS`; default
+            :data:`lensnet.simulate.definitions.POPULATION`).
 
     Returns:
         ``out_dir`` as a Path.

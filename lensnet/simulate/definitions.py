@@ -47,9 +47,10 @@ DEFAULT_NON_LENS_WEIGHTS: dict[str, float] = {
 #: early types take theirs from a size-luminosity relation, so at a given brightness the
 #: large-θE deflectors are larger than any non-lens: a shortcut real lenses do not offer
 #: (size at fixed magnitude told deflectors from ellipticals with AUROC 0.675 in the
-#: lenstronomy engine, 0.575 in the GalSim engine; 0.497 and 0.514 in population 2). 2: deflectors take their size from the
-#: same size-luminosity relation as the non-lens early types; they differ from them only
-#: by the brightness their mass gives (the same in both) and by lensing.
+#: lenstronomy engine, 0.575 in the GalSim engine; 0.497 and 0.514 in population 2).
+#: 2: deflectors take their size from the same size-luminosity relation as the non-lens
+#: early types; they differ from them only by the brightness their mass gives (the same in
+#: both) and by lensing.
 POPULATIONS: tuple[int, ...] = (1, 2)
 #: The population drawn unless one is named: 1, which the shipped default model and every
 #: recorded measurement used (a data spec without ``population`` means 1). Name 2 for new

@@ -211,7 +211,8 @@ def simulate_stamps(
         index_offset: first value of the ``stamp_index`` column (for chunked datasets).
         engine: ``"lenstronomy"`` or ``"galsim"`` (the independent second simulator).
         population: version of the object population
-            (:data:`lensnet.simulate.definitions.POPULATIONS`; default the latest).
+            (:data:`lensnet.simulate.definitions.POPULATIONS`; default
+            :data:`lensnet.simulate.definitions.POPULATION`).
 
     Returns:
         float32 stamps (n, n_bands, size, size) in counts, and a truth DataFrame with one
