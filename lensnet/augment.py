@@ -14,9 +14,26 @@ import torch.nn.functional as F
 
 
 def random_dihedral(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Apply one of the 8 symmetries of the square to each image (flips and 90-degree turns)."""
-    n = images.shape[0]
+    """Apply one of the 8 symmetries of the square to each image (flips and 90-degree turns).
+
+    Square images are transformed by selecting among whole-batch flips and turns, so that
+    nothing waits for the device (no boolean indexing); other shapes subset by subset.
+    """
+    n, height, width = images.shape[0], images.shape[-2], images.shape[-1]
     choice = torch.randint(0, 8, (n,), generator=generator, device="cpu").to(images.device)
+    if height != width:
+        return _dihedral_by_subset(images, choice)
+    shape = (n,) + (1,) * (images.dim() - 1)
+    flipped = torch.where((choice & 4).bool().view(shape), images.flip(-1), images)
+    turns = (choice & 3).view(shape)
+    out = flipped
+    for k in (1, 2, 3):
+        out = torch.where(turns == k, torch.rot90(flipped, k, dims=(-2, -1)), out)
+    return out
+
+
+def _dihedral_by_subset(images: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
+    """:func:`random_dihedral` for non-square images (a quarter turn changes their shape)."""
     out = images.clone()
     flip = (choice & 4).bool()
     out[flip] = out[flip].flip(-1)

@@ -350,3 +350,18 @@ def test_load_from_other_work_is_reported_as_busy():
     assert load["e2e"]["other_cores_spread"]["median"] == pytest.approx(0.9)
     assert "BUSY" in run_all.tables(results)
     assert run_all.verdict_lines(results)[-1].startswith("load during timing: BUSY: other work on the cores in")
+
+
+def test_training_throughput_times_the_real_epoch_loop_against_a_bare_step(tmp_path):
+    from benchmarks import train_throughput
+
+    assert train_throughput.train_one_epoch is __import__("lensnet.train").train.train_one_epoch
+    report = train_throughput.measure("default", torch.device("cpu"), stamps=64, batch_size=32, warm_rounds=2)
+    assert set(report["variants"]) == {"loop", "loop, no augmentation", "bare step", "forward"}
+    for variant in report["variants"].values():
+        assert len(variant["stamps_per_s"]) == 2 and all(rate > 0 for rate in variant["stamps_per_s"])
+    ratio = report["ratios"]["loop / bare step"]
+    assert ratio["per_round"] == [round(a / b, 4) for a, b in zip(report["variants"]["loop"]["stamps_per_s"],
+                                                                  report["variants"]["bare step"]["stamps_per_s"])]
+    report["device_name"] = "CPU"
+    assert "| loop |" in train_throughput.markdown(report)

@@ -220,6 +220,9 @@ def test_fine_tuning_with_a_frozen_backbone_trains_only_the_last_linear_layer(ch
     out = train(config)
     tuned = load_model(out)
     assert tuned.config.architecture == "lensresnet-tiny"
+    parent = load_model(checkpoint)
+    assert tuned.config.training["parent"] == {"checkpoint": str(checkpoint), "name": parent.config.name,
+                                               "weights_sha256": parent.weights_sha256}
     last_linear = [name for name, layer in tuned.module.named_modules() if isinstance(layer, torch.nn.Linear)][-1]
     trainable = {f"{last_linear}.weight", f"{last_linear}.bias"}
     after = torch.load(out / "last.pt", weights_only=True)["model"]

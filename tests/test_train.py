@@ -25,6 +25,17 @@ def test_dihedral_outputs_are_exact_symmetries_of_their_inputs():
     assert len(seen) == 8
 
 
+def test_dihedral_draws_the_same_symmetry_per_image_as_the_subset_by_subset_version():
+    # The batched selection must give exactly what transforming each drawn subset gives, so that
+    # a recipe's augmentation (and a resumed run) is unchanged by how it is computed.
+    from lensnet.augment import _dihedral_by_subset
+
+    images = torch.randn(200, 3, 16, 16)
+    batched = random_dihedral(images, torch.Generator().manual_seed(7))
+    choice = torch.randint(0, 8, (200,), generator=torch.Generator().manual_seed(7))
+    assert torch.equal(batched, _dihedral_by_subset(images, choice))
+
+
 def test_affine_identity_and_rotation():
     image = torch.zeros(1, 1, 33, 33)
     image[0, 0, 16, 24] = 1.0  # 8 px right of the centre
