@@ -150,6 +150,15 @@ def render_paired(comparison: dict[str, Any], baseline: str, label: str) -> str:
     return "\n".join(lines)
 
 
+def render_paired_sets(paired: dict[str, Any], label: str) -> str:
+    """``report["paired"]`` of :func:`lensnet.evaluate.evaluate_sets`: one paired table per held-out set."""
+    baseline = paired["baseline"]["name"]
+    parts = [f"Against `{baseline}` on the same stamps (paired bootstrap 95% intervals of the difference):"]
+    for set_label, comparison in paired["sets"].items():
+        parts += ["", f"{set_label}:", "", render_paired(comparison, baseline, label)]
+    return "\n".join(parts)
+
+
 def _interval(function: Any, y: np.ndarray, s: np.ndarray, n_bootstrap: int, seed: int) -> dict[str, Any]:
     entry: dict[str, Any] = {"value": float(function(y, s)), "interval_95": None}
     if n_bootstrap > 0:

@@ -445,20 +445,36 @@ def evaluate(model: str | Path, data: str | dict, out: str | Path | None = None,
 
 def evaluate_sets(model: str | Path, specs: Sequence[str | dict | list], out: str | Path | None = None,
                   settings: EvaluationSettings | None = None, device: str = "auto", batch_size: int = 256,
-                  limit: int | None = None, command: str = "", tta: bool = False, record: bool = False
-                  ) -> dict[str, Any]:
+                  limit: int | None = None, command: str = "", tta: bool = False, record: bool = False,
+                  baseline: str | Path | None = None) -> dict[str, Any]:
     """Measure one checkpoint on several held-out sets side by side (:mod:`lensnet.crosssim`).
 
     With ``out``, ``cross_simulator.json`` and ``cross_simulator.md`` go there and each
     set's ``scores.parquet`` into a subdirectory named after it; with ``record``, the
-    tables are also written to ``evaluation.json`` beside the checkpoint.
+    tables are also written to ``evaluation.json`` beside the checkpoint. With ``baseline``
+    (another checkpoint), every set holding lenses and non-lenses is also scored by it and
+    ``report["paired"]`` holds the differences on the same stamps, with paired bootstrap
+    intervals (:func:`lensnet.crosssim.paired_difference`).
     """
     settings = settings or EvaluationSettings()
     truths, logits, labels = [], [], []
     loaded = None
+    reference = None
+    paired: dict[str, Any] = {}
     for spec in specs:
-        loaded, stamp_set, set_logits, _, _ = _score(model, spec, device, batch_size, limit, tta)
+        loaded, stamp_set, set_logits, _, chosen = _score(model, spec, device, batch_size, limit, tta)
         label = describe_spec(spec)
+        if baseline is not None:
+            if reference is None:
+                reference = load_model(baseline, device=chosen)
+                check_compatible(stamp_set, reference.config)
+            is_lens = stamp_set.truth["is_lens"].to_numpy().astype(bool)
+            if is_lens.any() and not is_lens.all():
+                reference_logits = score_stamps(reference, stamp_set.stamps, chosen, batch_size, tta=tta)
+                paired[label] = crosssim.paired_difference(
+                    is_lens, reference_logits, set_logits, crosssim.bright_lenses(stamp_set.truth),
+                    fpr=settings.target_fpr, n_bootstrap=settings.n_bootstrap, seed=settings.seed,
+                    visible=crosssim.visible_lenses(stamp_set.truth))
         missing = [column for column in settings.required_columns if column not in stamp_set.truth.columns]
         if missing:
             raise ValueError(f"--bins names column(s) {', '.join(missing)} that {label}'s truth table lacks")
@@ -476,6 +492,9 @@ def evaluate_sets(model: str | Path, specs: Sequence[str | dict | list], out: st
                                    settings.seed, settings.target_fpr)
     report["model"] = {"name": loaded.config.name, "path": str(loaded.path),
                        "weights_sha256": loaded.weights_sha256, "tta": tta}
+    if reference is not None:
+        report["paired"] = {"baseline": {"name": reference.config.name, "checkpoint": str(baseline),
+                                         "weights_sha256": reference.weights_sha256}, "sets": paired}
     report = json_safe(report)
     if out is not None:
         Path(out, "cross_simulator.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
@@ -515,6 +534,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--record", action="store_true",
                         help="write the side-by-side tables to evaluation.json beside the checkpoint (its model card "
                              "shows them)")
+    parser.add_argument("--baseline", help="another checkpoint to score the same stamps: the differences (AUROC, "
+                        "visible-lens AUROC, bright-lens completeness at --fpr) with paired bootstrap intervals")
     parser.add_argument("--out", help="directory for report.json, summary.txt, scores.parquet and PNG plots")
     parser.add_argument("--beta", type=float, nargs="+", default=[metrics.BETA_BOM, metrics.BETA_WILDE],
                         help="F_beta weights (default sqrt(0.001), Bom et al.; and 0.03, Wilde et al.)")
@@ -559,10 +580,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, settings: EvaluationSettings, command: str) -> int:
     specs = [parse_data_spec(text) for text in args.data]
-    if len(specs) > 1 or args.record:
+    if len(specs) > 1 or args.record or args.baseline:
         report = evaluate_sets(args.model, specs, args.out, settings, device=args.device, batch_size=args.batch_size,
-                               limit=args.limit, command=command, tta=args.tta, record=args.record)
+                               limit=args.limit, command=command, tta=args.tta, record=args.record,
+                               baseline=args.baseline)
         print(crosssim.render_tables(report))
+        if "paired" in report:
+            print("\n" + crosssim.render_paired_sets(report["paired"], report["model"]["name"]))
         if args.out:
             print(f"report: {Path(args.out) / 'cross_simulator.json'}")
         return 0

@@ -127,6 +127,35 @@ def test_evaluating_several_sets_side_by_side_and_recording_them(checkpoint, toy
     assert "## Cross-simulator evaluation" in card and "| other |" in card
 
 
+def test_evaluating_against_a_baseline_pairs_the_same_stamps(checkpoint, toy_data, tmp_path, capsys):  # noqa: F811
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    model, reversed_model = tmp_path / "model", tmp_path / "reversed"
+    shutil.copytree(checkpoint, model)
+    shutil.copytree(checkpoint, reversed_model)
+    weights = load_file(reversed_model / "model.safetensors")
+    last = [key for key, value in weights.items() if value.dim() == 2][-1]  # the last linear layer
+    weights[last] = -weights[last]
+    weights[last.replace("weight", "bias")] = -weights[last.replace("weight", "bias")]
+    save_file(weights, reversed_model / "model.safetensors")
+    other = write_stamp_set(tmp_path / "other", n=64, seed=5)
+    assert main(["--model", str(model), "--data", str(toy_data), "--data", str(other), "--baseline", str(model),
+                 "--bootstrap", "30", "--threads", "1", "--no-plots"]) == 0
+    assert "Against `" in capsys.readouterr().out
+    assert main(["--model", str(model), "--data", str(toy_data), "--data", str(other), "--baseline",
+                 str(reversed_model), "--bootstrap", "30", "--threads", "1", "--out", str(tmp_path / "out"),
+                 "--record"]) == 0
+    report = json.loads((tmp_path / "out" / "cross_simulator.json").read_text())
+    assert set(report["paired"]["sets"]) == {"data", "other"}
+    for comparison in report["paired"]["sets"].values():
+        # the reversed model ranks every stamp the other way round: its AUROC is 1 - the model's
+        assert comparison["auroc"]["baseline"] == pytest.approx(1 - comparison["auroc"]["value"], abs=1e-9)
+        assert comparison["n"] in (len(pd.read_parquet(toy_data / "truth.parquet")), 64)
+    assert "Against `" in render_card(model)
+
+
 def test_paired_difference_is_zero_for_the_same_scores_and_positive_for_better_ones():
     rng = np.random.default_rng(0)
     labels = np.r_[np.ones(60, bool), np.zeros(600, bool)]
