@@ -56,8 +56,13 @@ test-slurm: $(VENV)/.installed-test  ## the tests that need SLURM (start it with
 demo: $(VENV)/.installed  ## mock survey -> run_survey.py -> ranked catalogue, with AUROC vs truth
 	$(PY) run_survey.py --demo --out $(DEMO_DIR)
 
-train-default: $(VENV)/.installed  ## retrain the shipped default model from its recorded recipe
-	$(PY) -m lensnet.train --config lensnet/weights/default/train.yaml --out $(or $(TRAIN_OUT),lensnet/weights/default)
+# Two stages: population1 (both simulators' population 1), then the default fine-tuned from it on
+# population 2. TRAIN_OUT=DIR writes DIR/population1 and DIR/default instead of the shipped ones.
+STAGE1_OUT = $(if $(TRAIN_OUT),$(TRAIN_OUT)/population1,lensnet/weights/population1)
+train-default: $(VENV)/.installed  ## retrain the shipped default model from its recorded recipes (both stages)
+	$(PY) -m lensnet.train --config lensnet/weights/population1/train.yaml --out $(STAGE1_OUT) --resume
+	$(PY) -m lensnet.train --config lensnet/weights/default/train.yaml --init-from $(STAGE1_OUT) \
+		--out $(if $(TRAIN_OUT),$(TRAIN_OUT)/default,lensnet/weights/default) --resume
 
 bench: $(VENV)/.installed  ## speed benchmarks (see benchmarks/RESULTS.md)
 	$(PY) benchmarks/run_all.py

@@ -35,8 +35,36 @@ def _held_out(attrs: dict) -> str:
     members = attrs.get("members") if isinstance(attrs, dict) else None
     if not members:
         return _compact(attrs)
-    return " + ".join(f"{m.get('engine', 'lenstronomy')}/{m.get('profile')}/seed {m.get('seed')} (n={m.get('n')})"
+    return " + ".join(f"{m.get('engine', 'lenstronomy')}/{m.get('profile')}/seed {m.get('seed')}"
+                      f"{'/population ' + str(m['population']) if m.get('population', 1) != 1 else ''} (n={m.get('n')})"
                       for m in members)
+
+
+def _populations(data: object) -> str:
+    """A sentence on the simulated populations of a data spec (population 1 when a spec names none)."""
+    members = data if isinstance(data, list) else [data]
+    populations = sorted({member["simulate"].get("population", 1) for member in members
+                          if isinstance(member, dict) and "simulate" in member})
+    if not populations:
+        return ""
+    described = {1: "population 1 (a deflector's size follows its Einstein radius, so large-θE deflectors are larger "
+                    "than any non-lens of their brightness: a cue real lenses do not offer)",
+                 2: "population 2 (deflectors follow the non-lens early types' size-luminosity relation)"}
+    return "- Simulated " + " and ".join(described.get(p, f"population {p}") for p in populations) + "."
+
+
+def _parent(recipe: dict, training: dict) -> list[str]:
+    """The recipe line naming the checkpoint a fine-tuned model started from."""
+    name = recipe.get("init_from")
+    if not name:
+        return []
+    from lensnet.checkpoint import SHIPPED_DIR
+
+    parent = training.get("parent", {})
+    digest = f" (weights sha256 {parent['weights_sha256'][:12]}…)" if parent.get("weights_sha256") else ""
+    card = (f"; its card: `lensnet/weights/{name}/MODEL_CARD.md`"
+            if (SHIPPED_DIR / str(name) / "MODEL_CARD.md").is_file() else "")
+    return [f"- Fine-tuned from `{name}`{digest}{card}; the figures below are this model's own."]
 
 
 def _compact(data: object) -> str:
@@ -81,6 +109,7 @@ def render_card(directory: str | Path) -> str:
         "invisible to thousands, θE 0.5–4″; ring galaxies, star-forming rings, blue (some tangential) companions, "
         "spirals, mergers, edge-on discs; seeing, depth, PSF wings, correlated noise, neighbours, stars and "
         "detector artefacts varied per stamp.",
+        *([_populations(recipe.get("data"))] if _populations(recipe.get("data")) else []),
         f"- {training.get('data', {}).get('n_train', '?')} training and {training.get('data', {}).get('n_val', '?')} "
         "validation stamps; augmentation (dihedral symmetries, rotation, zoom 0.8–1.2, shifts) applied alike to "
         "both classes.",
@@ -90,8 +119,10 @@ def render_card(directory: str | Path) -> str:
         f"weight decay {recipe.get('weight_decay')}) with a one-cycle schedule, class-weighted BCE; "
         f"checkpoint at the best validation loss (epoch {best.get('epoch', '?')}, val loss "
         f"{best.get('val_loss', float('nan')):.4f}).",
+        *_parent(recipe, training),
         f"- Trained on `{training.get('device', '?')}` with: `{training.get('command', '')}`.",
-        f"- Reproduce: `make train-default`{_duration(history, training)}.",
+        f"- Reproduce: `make train-default`{' (the parent first, then this stage)' if recipe.get('init_from') else ''}"
+        f"{_duration(history, training)}.",
         "",
         "## Held-out evaluation",
         f"On `{_held_out(metrics.get('data', {}))}` ({metrics.get('n', '?')} stamps, {metrics.get('n_lenses', '?')} "
@@ -136,6 +167,10 @@ def render_card(directory: str | Path) -> str:
                 "",
                 render_tables(result),
             ]
+            if result.get("paired"):
+                from lensnet.crosssim import render_paired_sets
+
+                lines += ["", render_paired_sets(result["paired"], config.name)]
         if result.get("surveys"):
             from lensnet.crosssim import render_rows
 
