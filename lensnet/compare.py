@@ -1,6 +1,6 @@
 """Train several architectures (and training sets) with one recipe and compare them side by side.
 
-``python -m lensnet.compare --config lensnet/weights/default/train.yaml
+``python -m lensnet.compare --config lensnet/weights/population1/train.yaml
 --architectures lensresnet-fast,lensresnet-tiny --out runs/compare``
 
 Every architecture gets the recipe of ``--config`` (flags override it) with only the
