@@ -34,7 +34,6 @@ sys.path.insert(0, str(_HERE.parent))
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from benchmarks.common import (
     interleaved,
@@ -46,20 +45,21 @@ from benchmarks.common import (
     per_second,
 )
 from lensnet.checkpoint import load_config
-from lensnet.train import train_one_epoch
+from lensnet.train import (
+    optimiser_and_schedule,
+    to_training_device,
+    train_one_epoch,
+    train_step,
+)
 
 
 def build(model: str, device: torch.device, steps: int, learning_rate: float = 1e-3):
     """A fresh module of ``model``'s architecture, its AdamW and one-cycle schedule, as ``lensnet.train`` sets them."""
     config = load_config(model)
-    module = config.build().to(device)
-    if device.type == "cuda":
-        module.to(memory_format=torch.channels_last)
-        torch.backends.cudnn.benchmark = True
+    module = config.build()
+    to_training_device(module, device)
     module.train()
-    optimizer = torch.optim.AdamW(module.parameters(), lr=learning_rate, weight_decay=1e-4)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=steps,
-                                                    pct_start=0.15)
+    optimizer, scheduler = optimiser_and_schedule(list(module.parameters()), learning_rate, 1e-4, steps)
     return config, module, optimizer, scheduler
 
 
@@ -90,13 +90,7 @@ def measure(model: str, device: torch.device, stamps: int, batch_size: int, warm
 
     def bare_step():
         for _ in range(steps):
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = bare_module(batch)
-            loss = F.binary_cross_entropy_with_logits(logits.float(), target, pos_weight=pos_weight)
-            bare_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            bare_optimizer.step()
-            bare_scheduler.step()
+            train_step(bare_module, bare_optimizer, bare_scheduler, batch, target, pos_weight, use_amp)
 
     def forward():
         bare_module.eval()

@@ -40,17 +40,17 @@ def _held_out(attrs: dict) -> str:
                       for m in members)
 
 
-def _populations(data: object) -> str:
-    """A sentence on the simulated populations of a data spec (population 1 when a spec names none)."""
+def _populations(data: object) -> list[str]:
+    """The line on the simulated populations of a data spec (population 1 when a spec names none)."""
     members = data if isinstance(data, list) else [data]
     populations = sorted({member["simulate"].get("population", 1) for member in members
                           if isinstance(member, dict) and "simulate" in member})
     if not populations:
-        return ""
+        return []
     described = {1: "population 1 (a deflector's size follows its Einstein radius, so large-θE deflectors are larger "
                     "than any non-lens of their brightness: a cue real lenses do not offer)",
                  2: "population 2 (deflectors follow the non-lens early types' size-luminosity relation)"}
-    return "- Simulated " + " and ".join(described.get(p, f"population {p}") for p in populations) + "."
+    return ["- Simulated " + " and ".join(described.get(p, f"population {p}") for p in populations) + "."]
 
 
 def _parent(recipe: dict, training: dict) -> list[str]:
@@ -109,7 +109,7 @@ def render_card(directory: str | Path) -> str:
         "invisible to thousands, θE 0.5–4″; ring galaxies, star-forming rings, blue (some tangential) companions, "
         "spirals, mergers, edge-on discs; seeing, depth, PSF wings, correlated noise, neighbours, stars and "
         "detector artefacts varied per stamp.",
-        *([_populations(recipe.get("data"))] if _populations(recipe.get("data")) else []),
+        *_populations(recipe.get("data")),
         f"- {training.get('data', {}).get('n_train', '?')} training and {training.get('data', {}).get('n_val', '?')} "
         "validation stamps; augmentation (dihedral symmetries, rotation, zoom 0.8–1.2, shifts) applied alike to "
         "both classes.",

@@ -239,17 +239,13 @@ def _fit(config: TrainConfig, data: StampSet, inputs: torch.Tensor, labels: torc
                   "weights_sha256": loaded.weights_sha256}
     else:
         module = model_config.build()
-    module.to(device)
-    if device.type == "cuda":
-        module.to(memory_format=torch.channels_last)
-        torch.backends.cudnn.benchmark = True  # fixed input shape: let cuDNN pick its fastest kernels
+    to_training_device(module, device)
     if config.freeze_backbone:
         _freeze_all_but_last_linear(module)
-    parameters = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
     steps_per_epoch = int(np.ceil(len(train_index) / config.batch_size))
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.learning_rate, total_steps=config.epochs * steps_per_epoch, pct_start=0.15)
+    optimizer, scheduler = optimiser_and_schedule([p for p in module.parameters() if p.requires_grad],
+                                                  config.learning_rate, config.weight_decay,
+                                                  config.epochs * steps_per_epoch)
     n_pos = float(labels[train_index].sum())
     pos_weight = torch.tensor((len(train_index) - n_pos) / max(n_pos, 1.0), device=device)
 
@@ -335,6 +331,37 @@ def _fit(config: TrainConfig, data: StampSet, inputs: torch.Tensor, labels: torc
     return out
 
 
+def to_training_device(module: torch.nn.Module, device: torch.device) -> None:
+    """Move ``module`` to ``device``; on a GPU channels-last with cuDNN autotuning (fixed input shape)."""
+    module.to(device)
+    if device.type == "cuda":
+        module.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True
+
+
+def optimiser_and_schedule(parameters: list[torch.nn.Parameter], learning_rate: float, weight_decay: float,
+                           total_steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """The recipe's AdamW and its one-cycle schedule over ``total_steps`` steps."""
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=total_steps,
+                                                    pct_start=0.15)
+    return optimizer, scheduler
+
+
+def train_step(module: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               scheduler: torch.optim.lr_scheduler.LRScheduler, batch: torch.Tensor, target: torch.Tensor,
+               pos_weight: torch.Tensor, use_amp: bool = False) -> torch.Tensor:
+    """One optimiser step on one batch (bf16 autocast with ``use_amp``); the loss, still on the device."""
+    with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=use_amp):
+        logits = module(batch)
+    loss = F.binary_cross_entropy_with_logits(logits.float(), target, pos_weight=pos_weight)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return loss.detach()
+
+
 def train_one_epoch(module: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, inputs: torch.Tensor, labels: torch.Tensor,
                     order: np.ndarray, *, batch_size: int, generator: torch.Generator, pos_weight: torch.Tensor,
@@ -360,14 +387,8 @@ def train_one_epoch(module: torch.nn.Module, optimizer: torch.optim.Optimizer,
             batch = augment(batch, generator, **augmentation)
         if channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            logits = module(batch)
-        loss = F.binary_cross_entropy_with_logits(logits.float(), target, pos_weight=pos_weight)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        total += loss.detach().double() * len(batch_index)
+        loss = train_step(module, optimizer, scheduler, batch, target, pos_weight, use_amp)
+        total += loss.double() * len(batch_index)
         if not bar.disable and step % 50 == 0:
             bar.set_postfix(loss=f"{float(total) / min((step + 1) * batch_size, len(order)):.4f}")
     return float(total) / len(order)
