@@ -17,7 +17,7 @@ PIP_CONSTRAINTS := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 DEMO_DIR ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: help env env-cpu env-test test test-fast test-slurm demo train-default bench bench-gpu clean
+.PHONY: help env env-cpu env-test test test-fast test-slurm demo train-default train-gpu bench bench-gpu clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -63,6 +63,10 @@ train-default: $(VENV)/.installed  ## retrain the shipped default model from its
 	$(PY) -m lensnet.train --config lensnet/weights/population1/train.yaml --out $(STAGE1_OUT) --resume
 	$(PY) -m lensnet.train --config lensnet/weights/default/train.yaml --init-from $(STAGE1_OUT) \
 		--out $(if $(TRAIN_OUT),$(TRAIN_OUT)/default,lensnet/weights/default) --resume
+
+GPU_OUT ?= runs/gpu-population2
+train-gpu: $(VENV)/.installed  ## GPU node: simulate, train a wider model from scratch on population 2, evaluate (one folder, 9-min budget)
+	$(PY) -m lensnet.build --config lensnet/recipes/gpu-population2.yaml --out $(GPU_OUT) --budget-min 9
 
 bench: $(VENV)/.installed  ## speed benchmarks (see benchmarks/RESULTS.md)
 	$(PY) benchmarks/run_all.py

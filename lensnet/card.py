@@ -67,6 +67,18 @@ def _parent(recipe: dict, training: dict) -> list[str]:
     return [f"- Fine-tuned from `{name}`{digest}{card}; the figures below are this model's own."]
 
 
+def _reproduce(directory: Path, recipe: dict, history: list, training: dict) -> list[str]:
+    """How to train it again: the end-to-end build that made it (``build.json``), else ``make train-default``."""
+    from lensnet.build import BUILD_FILE, describe_build
+
+    path = directory / BUILD_FILE
+    if path.is_file():
+        record = json.loads(path.read_text())
+        return [f"- Reproduce: `{record['command']}` (simulate, train, evaluate); {describe_build(record)}."]
+    return [f"- Reproduce: `make train-default`{' (the parent first, then this stage)' if recipe.get('init_from') else ''}"
+            f"{_duration(history, training)}."]
+
+
 def _compact(data: object) -> str:
     return json.dumps(data, separators=(", ", ": "))
 
@@ -121,8 +133,7 @@ def render_card(directory: str | Path) -> str:
         f"{best.get('val_loss', float('nan')):.4f}).",
         *_parent(recipe, training),
         f"- Trained on `{training.get('device', '?')}` with: `{training.get('command', '')}`.",
-        f"- Reproduce: `make train-default`{' (the parent first, then this stage)' if recipe.get('init_from') else ''}"
-        f"{_duration(history, training)}.",
+        *_reproduce(directory, recipe, history, training),
         "",
         "## Held-out evaluation",
         f"On `{_held_out(metrics.get('data', {}))}` ({metrics.get('n', '?')} stamps, {metrics.get('n_lenses', '?')} "

@@ -133,6 +133,30 @@ def _check_spec(spec: DataSpec) -> None:
         raise ValueError("a list of data specs must not be empty")
 
 
+def check_spec(spec: DataSpec) -> None:
+    """Raise ``ValueError`` unless ``spec`` is a directory name, a well-formed simulate mapping or a list of these."""
+    _check_spec(spec)
+    if isinstance(spec, list):
+        for member in spec:
+            check_spec(member)
+        return
+    if not isinstance(spec, dict):
+        if not isinstance(spec, str):
+            raise ValueError(f"a data spec is a directory or {{'simulate': {{...}}}}, not {spec!r}")
+        return
+    settings = spec["simulate"]
+    if not isinstance(settings, dict):
+        raise ValueError(f"'simulate' must map settings to values, not {settings!r}")
+    missing = [key for key in ("profile", "n", "seed") if key not in settings]
+    known = {"profile", "n", "seed", "engine", "lens_fraction", "chunk_size", "size_px", "processes", "progress",
+             "population"}
+    unknown = sorted(set(settings) - known)
+    if missing or unknown:
+        raise ValueError(f"a simulate spec needs profile, n and seed (optional: engine, population, lens_fraction, "
+                         f"chunk_size, size_px); {'missing ' + ', '.join(missing) if missing else ''}"
+                         f"{'; ' if missing and unknown else ''}{'unknown ' + ', '.join(unknown) if unknown else ''}")
+
+
 SIMULATION_CACHE_ENV = "LENSNET_SIMULATION_CACHE"
 #: The keyword defaults of a simulate spec, so that equal specs share one cache entry.
 _SIMULATE_DEFAULTS = {"engine": "lenstronomy", "lens_fraction": 0.5, "chunk_size": 500, "size_px": None}
@@ -202,15 +226,7 @@ def stamp_set_from_spec(spec: DataSpec, limit: int | None = None) -> StampSet:
         parts = [stamp_set_from_spec(item, limit) for item in spec]
         return concatenate(parts, [describe_spec(item) for item in spec])
     if isinstance(spec, dict):
-        settings = spec["simulate"]
-        missing = [key for key in ("profile", "n", "seed") if key not in settings]
-        known = {"profile", "n", "seed", "engine", "lens_fraction", "chunk_size", "size_px", "processes", "progress",
-                 "population"}
-        unknown = sorted(set(settings) - known)
-        if missing or unknown:
-            raise ValueError(f"a simulate spec needs profile, n and seed (optional: engine, population, lens_fraction, "
-                             f"chunk_size, size_px); {'missing ' + ', '.join(missing) if missing else ''}"
-                             f"{'; ' if missing and unknown else ''}{'unknown ' + ', '.join(unknown) if unknown else ''}")
+        check_spec(spec)
         cache = os.environ.get(SIMULATION_CACHE_ENV)
         if cache:
             return load_stamp_set(materialise(spec, Path(cache) / cache_name(spec["simulate"])))

@@ -46,8 +46,8 @@ from lensnet.data import StampSet, stamp_set_from_spec
 from lensnet.evaluate import evaluation_report, predict_logits
 from lensnet.preprocess import normalise
 
-__all__ = ["TrainConfig", "evaluation_report", "fold_directory", "holdout_split", "jsonable", "kfold_split",
-           "predict_logits", "summarise_folds", "train"]
+__all__ = ["TrainConfig", "config_from_mapping", "evaluation_report", "fold_directory", "holdout_split", "jsonable",
+           "kfold_split", "predict_logits", "summarise_folds", "train"]
 
 #: Per-fold file written when a fold has finished training; ``cv_summary.json`` collects them.
 FOLD_RESULT_FILE = "validation.json"
@@ -609,12 +609,23 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     missing = [name for name in ("data", "out") if name not in values]
     if missing:
         parser.error(f"missing {', '.join('--' + name for name in missing)}")
-    declared = {item.name: item.type for item in dataclasses.fields(TrainConfig)}
     try:
-        values = {key: _typed(key, value, str(declared[key])) for key, value in values.items()}
+        return config_from_mapping(values)
     except ValueError as error:
         parser.error(str(error))
-    return TrainConfig(**values)
+
+
+def config_from_mapping(values: dict[str, Any]) -> TrainConfig:
+    """A :class:`TrainConfig` from recipe keys, each checked against its declared type.
+
+    Raises:
+        ValueError: an unknown key, or a value of the wrong type.
+    """
+    declared = {item.name: item.type for item in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - set(declared))
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(declared))}")
+    return TrainConfig(**{key: _typed(key, value, str(declared[key])) for key, value in values.items()})
 
 
 def main(argv: list[str] | None = None) -> int:
