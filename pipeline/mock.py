@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,6 +118,53 @@ def _paint(image: np.ndarray, window: np.ndarray, col: int, row: int) -> None:
         image[:, ra:rb, ca:cb] += window[:, ra - r0 : rb - r0, ca - c0 : cb - c0]
 
 
+#: Where an object is painted: tile name, integer pixel of its centre, sub-pixel offset.
+Placement = tuple[str, int, int, tuple[float, float]]
+
+
+def render_object(engine: str, profile: str, params: dict[str, Any], window_px: int,
+                  placements: list[Placement]) -> tuple[list[tuple[str, int, int, np.ndarray]], float, dict[str, Any]]:
+    """Render one object into a window per placement; return the windows, its reference-band
+    magnitude and its truth record (both from the first placement). Pure: any process can run it."""
+    simulator, survey = get_engine(engine), get_profile(profile)
+    simulator.prepare(params, survey)
+    windows, first = [], None
+    for name, col, row, offset in placements:
+        arcs = simulator.render(params, survey, window_px, offset, part="lensed")
+        window = arcs + simulator.render(params, survey, window_px, offset, part="unlensed")
+        windows.append((name, col, row, window))
+        if first is None:
+            first = (window, arcs, offset)
+    assert first is not None
+    window, arcs, offset = first
+    ref = survey.reference_index
+    magnitude = survey.magnitude(float(window[ref].sum()), ref)
+    return windows, magnitude, simulator.truth_record(params, survey, window, offset, arcs)
+
+
+def _rendered(jobs: list[tuple], workers: int, progress: bool) -> Iterator[tuple]:
+    """``render_object`` of every job, in order: here, or in ``workers`` spawned processes."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(jobs), desc="rendering objects", unit="object", disable=not progress)
+    try:
+        if workers <= 1 or len(jobs) < 2:
+            for job in jobs:
+                yield render_object(*job)
+                bar.update()
+            return
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn, not fork: the simulators import torch (caustics), which must not be forked.
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for result in pool.map(render_object, *zip(*jobs, strict=True), chunksize=8):
+                yield result
+                bar.update()
+    finally:
+        bar.close()
+
+
 def _off_footprint_truth(truth: pd.DataFrame, ids: np.ndarray) -> pd.DataFrame:
     """Truth rows for catalogue entries that no tile covers: same columns, neutral values."""
     rows: dict[str, Any] = {}
@@ -149,6 +198,8 @@ def make_mock_survey(
     kind_weights: dict[str, float] | None = None,
     engine: str = "lenstronomy",
     population: int = POPULATION,
+    workers: int = 1,
+    progress: bool = False,
 ) -> MockSurvey:
     """Write a mock survey under ``root`` and describe it (see the module docstring).
 
@@ -168,6 +219,8 @@ def make_mock_survey(
         engine: simulation engine, ``"lenstronomy"`` or ``"galsim"``.
         population: version of the object population
             (:data:`lensnet.simulate.definitions.POPULATIONS`).
+        workers: processes rendering the objects (the survey is the same for any number).
+        progress: show a progress bar over the objects.
     """
     population = check_population(population)
     simulator = get_engine(engine)
@@ -207,39 +260,30 @@ def make_mock_survey(
     kinds = draw_kinds(object_rng, n_objects, lens_fraction, kind_weights)
     mag_ref, records = np.empty(n_objects), []
     conditions = simulator.nominal_conditions(survey)
+    # Parameters are drawn here, in order, so the survey does not depend on how many processes render it.
+    jobs, where = [], []
     for index, kind in enumerate(kinds):
         params = simulator.draw_parameters(object_rng, kind, survey, conditions, population)
-        simulator.prepare(params, survey)
+        placements: list[Placement] = []
         covering: list[str] = []
-        first: tuple[np.ndarray, np.ndarray, tuple[float, float]] | None = None
         for name, wcs in tiles.items():
             x, y = wcs.world_to_pixel_values(ra[index], dec[index])
             col, row = math.floor(x + 0.5), math.floor(y + 0.5)
             if not (-half <= col < tile_size_px + half and -half <= row < tile_size_px + half):
                 continue
-            offset = (float(x - col), float(y - row))
-            arcs = simulator.render(params, survey, window_px, offset, part="lensed")
-            window = arcs + simulator.render(params, survey, window_px, offset, part="unlensed")
-            _paint(images[name], window, col, row)
+            placements.append((name, col, row, (float(x - col), float(y - row))))
             if -0.5 <= x < tile_size_px - 0.5 and -0.5 <= y < tile_size_px - 0.5:
                 covering.append(name)
-            if first is None:
-                first = (window, arcs, offset)
-        assert first is not None  # every object lies inside the footprint, so some tile has it
-        window, arcs, offset = first
-        ref = survey.reference_index
-        mag_ref[index] = survey.magnitude(float(window[ref].sum()), ref)
-        record = simulator.truth_record(params, survey, window, offset, arcs)
-        records.append(
-            {
-                "id": index,
-                "ra": float(ra[index]),
-                "dec": float(dec[index]),
-                **record,
-                "tiles": ",".join(covering),
-                "in_footprint": True,
-            }
-        )
+        assert placements  # every object lies inside the footprint, so some tile has it
+        jobs.append((engine, survey.name, params, window_px, placements))
+        where.append(",".join(covering))
+
+    for index, (windows, magnitude, record) in enumerate(_rendered(jobs, workers, progress)):
+        for name, col, row, window in windows:
+            _paint(images[name], window, col, row)
+        mag_ref[index] = magnitude
+        records.append({"id": index, "ra": float(ra[index]), "dec": float(dec[index]), **record,
+                        "tiles": where[index], "in_footprint": True})
 
     for name, image in images.items():
         for b, band in enumerate(survey.bands):
@@ -352,13 +396,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rotation", type=float, default=0.0, metavar="DEG", help="rotation of the pixel grid")
     parser.add_argument("--off-footprint", type=int, default=0, metavar="N",
                         help="extra catalogue rows outside every tile")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
+                        help="processes rendering the objects (default: all cores); the survey is the same for any N")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
         nx, ny = (int(part) for part in args.tiles.lower().split("x"))
     except ValueError:
         parser.error(f"--tiles must look like 3x3, not {args.tiles!r}")
-    if args.objects < 1 or nx < 1 or ny < 1:
-        parser.error("--objects and the tile grid must be positive")
+    if args.objects < 1 or nx < 1 or ny < 1 or args.workers < 1:
+        parser.error("--objects, --workers and the tile grid must be positive")
     if not 0.0 <= args.lens_fraction <= 1.0:
         parser.error(f"--lens-fraction must lie in [0, 1], not {args.lens_fraction}")
     start = time.perf_counter()
@@ -367,7 +414,8 @@ def main(argv: list[str] | None = None) -> int:
                                   profile=args.profile, tiles_x=nx, tiles_y=ny, tile_size_px=args.tile_size,
                                   overlap_px=args.overlap, rotation_deg=args.rotation,
                                   n_off_footprint=args.off_footprint, engine=args.engine,
-                                  population=args.population)
+                                  population=args.population, workers=args.workers,
+                                  progress=not args.no_progress)
     except (ValueError, KeyError, NotImplementedError) as error:
         parser.exit(2, f"python -m pipeline.mock: error: {error}\n")
     print(f"wrote {len(survey.tiles)} tiles × {len(survey.bands)} bands in {time.perf_counter() - start:.0f} s")

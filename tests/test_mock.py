@@ -213,6 +213,23 @@ def test_deterministic(tmp_path):
     pd.testing.assert_frame_equal(pd.read_parquet(first.truth_path), pd.read_parquet(second.truth_path))
 
 
+def test_rendering_in_worker_processes_writes_the_same_survey(tmp_path):
+    # Parameters are drawn in order in the calling process; only rendering is spread out, so the
+    # files are byte-for-byte those of a one-process run (objects in the overlap included).
+    kwargs = dict(n_objects=10, seed=4, tiles_x=2, tiles_y=1, tile_size_px=260, overlap_px=120, engine="galsim",
+                  population=2, lens_fraction=0.3)
+    one = make_mock_survey(tmp_path / "one", **kwargs)
+    two = make_mock_survey(tmp_path / "two", workers=2, **kwargs)
+    truth = pd.read_parquet(two.truth_path)
+    assert truth["tiles"].str.contains(",").any()  # some object lies in both tiles
+    for tile in one.tiles:
+        for band in one.bands:
+            np.testing.assert_array_equal(fits.getdata(one.image_pattern.format(tile=tile, band=band)),
+                                          fits.getdata(two.image_pattern.format(tile=tile, band=band)))
+    pd.testing.assert_frame_equal(pd.read_parquet(one.truth_path), truth)
+    pd.testing.assert_frame_equal(pd.read_parquet(one.catalog_path), pd.read_parquet(two.catalog_path))
+
+
 def test_too_many_objects_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="could only place"):
         make_mock_survey(tmp_path, n_objects=200, tiles_x=1, tiles_y=1, tile_size_px=200, overlap_px=0)
@@ -234,6 +251,7 @@ def test_the_command_line_writes_a_survey_that_run_survey_reads(tmp_path, capsys
     (["--tiles", "three"], "--tiles must look like 3x3"),
     (["--lens-fraction", "1.5"], "--lens-fraction must lie in [0, 1]"),
     (["--engine", "pixie"], "invalid choice"),
+    (["--workers", "0"], "--workers"),
 ])
 def test_the_command_line_refuses_bad_options_in_one_line(argv, message, tmp_path, capsys):
     from pipeline.mock import main
