@@ -6,6 +6,9 @@ or flag every ring galaxy. This module measures, at a given score threshold:
 * the **sanity lenses**: unmistakable lenses (``theta_e_arcsec > 1.2``, ``arc_snr > 50``,
   and a complete ring, a cross or a long arc: ``arc_azimuth_fraction >= 0.25``), of which
   at least 99% should be found;
+* the **complete rings** among them (``arc_azimuth_fraction >= 0.75``): the brightest,
+  most obvious lenses, and the ones a model trained on faint partial arcs can miss
+  (reported apart so that this failure is never averaged away);
 * every **kind** of object in the truth table (``lens``, ``ring``, ``sf-ring``,
   ``companion``, ...): the share scored above the threshold, which for each contaminant
   kind should stay at or below 1%.
@@ -24,6 +27,8 @@ from scipy import stats
 
 #: Lower bounds (exclusive for theta_e and S/N, inclusive for azimuth) of the sanity lenses.
 SANITY_LENS_CUTS: dict[str, float] = {"theta_e_arcsec": 1.2, "arc_snr": 50.0, "arc_azimuth_fraction": 0.25}
+#: The sanity lenses whose arcs cover at least this share of the Einstein ring: complete rings.
+COMPLETE_RING_AZIMUTH = 0.75
 #: What the sanity lenses and contaminants must reach (the project's acceptance bar).
 SANITY_LENS_TARGET = 0.99
 CONTAMINANT_TARGET = 0.01
@@ -63,12 +68,16 @@ def _row(label: str, above: np.ndarray, target: float | None, passes: str) -> di
 def by_kind(truth: pd.DataFrame, scores: np.ndarray, threshold: float) -> list[dict[str, Any]]:
     """Share of each group scored at or above ``threshold`` (probabilities, like the checkpoint's).
 
-    Rows: ``sanity lenses`` (target >= 99%), ``lens`` (all lenses, no target), then each
-    non-lens kind (target <= 1%), in order of appearance.
+    Rows: ``sanity lenses`` (target >= 99%), ``complete rings`` among them (the same target),
+    ``lens`` (all lenses, no target), then each non-lens kind (target <= 1%), in order of appearance.
     """
     scores = np.asarray(scores, dtype=np.float64)
     above = scores >= threshold
-    rows = [_row("sanity lenses", above[sanity_lenses(truth)], SANITY_LENS_TARGET, "at_least")]
+    sane = sanity_lenses(truth)
+    rows = [_row("sanity lenses", above[sane], SANITY_LENS_TARGET, "at_least")]
+    if sane.any():
+        rings = sane & (truth["arc_azimuth_fraction"].to_numpy(np.float64) >= COMPLETE_RING_AZIMUTH)
+        rows.append(_row("complete rings", above[rings], SANITY_LENS_TARGET, "at_least"))
     if "kind" not in truth:
         is_lens = truth["is_lens"].to_numpy().astype(bool)
         return rows + [_row("lens", above[is_lens], None, ""), _row("non-lens", above[~is_lens], CONTAMINANT_TARGET,

@@ -48,6 +48,9 @@ def test_sanity_rows_count_each_kind_against_its_target():
     rows = {row["group"]: row for row in sanity.by_kind(truth, scores, threshold=0.5)}
     assert rows["sanity lenses"]["n"] == 2 and rows["sanity lenses"]["share_above"] == 0.5
     assert rows["sanity lenses"]["meets_target"] is False
+    # the complete ring (azimuth 1.0) is found, the long arc (0.3) is not: reported apart
+    assert rows["complete rings"]["n"] == 1 and rows["complete rings"]["share_above"] == 1.0
+    assert list(rows)[:3] == ["sanity lenses", "complete rings", "lens"]
     assert rows["lens"]["n_above"] == 3 and rows["lens"]["target"] is None
     assert rows["ring"]["share_above"] == pytest.approx(1 / 3) and rows["ring"]["meets_target"] is False
     assert rows["spiral"]["share_above"] == 0.0 and rows["spiral"]["meets_target"] is True
