@@ -66,7 +66,7 @@ train-default: $(VENV)/.installed  ## retrain the shipped default model from its
 
 GPU_OUT ?= runs/gpu-population2
 train-gpu: $(VENV)/.installed  ## GPU node: simulate, train a wider model from scratch on population 2, evaluate (one folder, 9-min budget)
-	$(PY) -m lensnet.build --config lensnet/recipes/gpu-population2.yaml --out $(GPU_OUT) --budget-min 9
+	$(PY) -m lensnet.build --config lensnet/recipes/gpu-population2.yaml --out $(GPU_OUT) --budget-min 9 --device cuda
 
 bench: $(VENV)/.installed  ## speed benchmarks (see benchmarks/RESULTS.md)
 	$(PY) benchmarks/run_all.py

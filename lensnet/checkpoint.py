@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -230,6 +231,9 @@ def save_checkpoint(module: nn.Module, config: ModelConfig, directory: str | Pat
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {key: value.detach().cpu().contiguous() for key, value in module.state_dict().items()}
-    save_file(state, directory / WEIGHTS_FILE)
-    (directory / CONFIG_FILE).write_text(config.to_json() + "\n")
+    # each file is written aside and moved into place, so a kill never leaves a truncated one
+    save_file(state, directory / (WEIGHTS_FILE + ".partial"))
+    (directory / (CONFIG_FILE + ".partial")).write_text(config.to_json() + "\n")
+    os.replace(directory / (WEIGHTS_FILE + ".partial"), directory / WEIGHTS_FILE)
+    os.replace(directory / (CONFIG_FILE + ".partial"), directory / CONFIG_FILE)
     return directory

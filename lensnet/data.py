@@ -16,6 +16,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -141,8 +142,10 @@ def check_spec(spec: DataSpec) -> None:
             check_spec(member)
         return
     if not isinstance(spec, dict):
-        if not isinstance(spec, str):
+        if not isinstance(spec, (str, Path)):
             raise ValueError(f"a data spec is a directory or {{'simulate': {{...}}}}, not {spec!r}")
+        if not (Path(spec) / "truth.parquet").is_file():
+            raise ValueError(f"{spec} is not a stamp set (no truth.parquet there; python -m lensnet.simulate writes one)")
         return
     settings = spec["simulate"]
     if not isinstance(settings, dict):
@@ -155,6 +158,40 @@ def check_spec(spec: DataSpec) -> None:
         raise ValueError(f"a simulate spec needs profile, n and seed (optional: engine, population, lens_fraction, "
                          f"chunk_size, size_px); {'missing ' + ', '.join(missing) if missing else ''}"
                          f"{'; ' if missing and unknown else ''}{'unknown ' + ', '.join(unknown) if unknown else ''}")
+    _check_settings(settings)
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_settings(settings: dict) -> None:
+    """The values of a simulate spec: ValueError naming the first that cannot work."""
+    from lensnet.simulate.definitions import ENGINES, check_population
+    from lensnet.simulate.profiles import get_profile
+
+    if not (_whole(settings["n"]) and settings["n"] > 0):
+        raise ValueError(f"simulate: n must be a whole number > 0, not {settings['n']!r}")
+    if not _whole(settings["seed"]) or settings["seed"] < 0:
+        raise ValueError(f"simulate: seed must be a whole number >= 0, not {settings['seed']!r}")
+    chunk = settings.get("chunk_size", 500)
+    if not (_whole(chunk) and chunk > 0):
+        raise ValueError(f"simulate: chunk_size must be a whole number > 0, not {chunk!r}")
+    size = settings.get("size_px")
+    if size is not None and not (_whole(size) and size > 0):
+        raise ValueError(f"simulate: size_px must be a whole number > 0, not {size!r}")
+    fraction = settings.get("lens_fraction", 0.5)
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"simulate: lens_fraction must lie in [0, 1], not {fraction!r}")
+    engine = settings.get("engine", "lenstronomy")
+    if engine not in ENGINES:
+        raise ValueError(f"simulate: unknown engine {engine!r}; known: {', '.join(ENGINES)}")
+    if "population" in settings:
+        check_population(settings["population"])
+    try:
+        get_profile(settings["profile"])
+    except KeyError as error:
+        raise ValueError(error.args[0]) from None
 
 
 SIMULATION_CACHE_ENV = "LENSNET_SIMULATION_CACHE"
@@ -198,11 +235,28 @@ def materialise(spec: DataSpec, directory: str | Path) -> str | list:
     settings.pop("processes", None)
     settings.pop("progress", None)
     marker = directory / "spec.json"
-    if not (marker.is_file() and json.loads(marker.read_text()) == settings
-            and (directory / "truth.parquet").is_file()):
+    if not (_marker(marker) == settings and (directory / "truth.parquet").is_file()):
         generate_dataset(directory, **{"population": 1, **settings})  # the key is left out for population 1
-        marker.write_text(json.dumps(settings, sort_keys=True) + "\n")
+        partial = marker.with_suffix(".json.partial")
+        partial.write_text(json.dumps(settings, sort_keys=True) + "\n")
+        os.replace(partial, marker)  # a kill leaves no half-written marker
     return str(directory)
+
+
+def is_materialised(spec: dict, directory: str | Path) -> bool:
+    """Whether ``directory`` already holds the set a simulate spec describes (:func:`materialise` reuses it)."""
+    settings = _normalised(spec["simulate"])
+    settings.pop("processes", None)
+    settings.pop("progress", None)
+    return _marker(Path(directory) / "spec.json") == settings and (Path(directory) / "truth.parquet").is_file()
+
+
+def _marker(path: Path) -> Any:
+    """The settings a cache directory was simulated with; None when absent or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
 
 
 def cache_name(settings: dict) -> str:

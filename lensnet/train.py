@@ -316,7 +316,8 @@ def _fit(config: TrainConfig, data: StampSet, inputs: torch.Tensor, labels: torc
                     "torch_rng": torch.get_rng_state(),
                     "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
                     "epoch": epoch, "epochs": config.epochs, "best_val": best_val, "history": history,
-                    "validation": validation}, state_path)
+                    "validation": validation}, state_path.with_suffix(".pt.partial"))
+        state_path.with_suffix(".pt.partial").replace(state_path)  # a kill never leaves a truncated last.pt
         if config.patience is not None and _stale_epochs(history) >= config.patience:
             print(f"stopping early: no better validation loss for {config.patience} epochs", flush=True)
             break

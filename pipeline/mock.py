@@ -41,6 +41,8 @@ from astropy.wcs import WCS
 from lensnet.simulate import draw_kinds, get_profile
 from lensnet.simulate.definitions import POPULATION, POPULATIONS, check_population
 from lensnet.simulate.engines import get_engine
+from lensnet.simulate.profiles import SurveyProfile
+from lensnet.simulate.stamps import single_threaded
 
 #: Objects are painted through a square window this many pixels wider than a stamp,
 #: odd so that its centre is a pixel centre; light beyond it is negligible.
@@ -122,11 +124,17 @@ def _paint(image: np.ndarray, window: np.ndarray, col: int, row: int) -> None:
 Placement = tuple[str, int, int, tuple[float, float]]
 
 
-def render_object(engine: str, profile: str, params: dict[str, Any], window_px: int,
+def render_object(engine: str, survey: SurveyProfile, params: dict[str, Any], window_px: int,
                   placements: list[Placement]) -> tuple[list[tuple[str, int, int, np.ndarray]], float, dict[str, Any]]:
     """Render one object into a window per placement; return the windows, its reference-band
-    magnitude and its truth record (both from the first placement). Pure: any process can run it."""
-    simulator, survey = get_engine(engine), get_profile(profile)
+    magnitude and its truth record (both from the first placement). Pure, and on one thread
+    whichever process runs it (parallelism comes from processes; see ``single_threaded``)."""
+    with single_threaded():
+        return _render_object(get_engine(engine), survey, params, window_px, placements)
+
+
+def _render_object(simulator: Any, survey: SurveyProfile, params: dict[str, Any], window_px: int,
+                   placements: list[Placement]) -> tuple[list[tuple[str, int, int, np.ndarray]], float, dict[str, Any]]:
     simulator.prepare(params, survey)
     windows, first = [], None
     for name, col, row, offset in placements:
@@ -219,7 +227,9 @@ def make_mock_survey(
         engine: simulation engine, ``"lenstronomy"`` or ``"galsim"``.
         population: version of the object population
             (:data:`lensnet.simulate.definitions.POPULATIONS`).
-        workers: processes rendering the objects (the survey is the same for any number).
+        workers: processes rendering the objects (the survey is the same for any number); they
+            are spawned, so a script calling this with ``workers > 1`` needs the
+            ``if __name__ == "__main__":`` guard.
         progress: show a progress bar over the objects.
     """
     population = check_population(population)
@@ -275,7 +285,7 @@ def make_mock_survey(
             if -0.5 <= x < tile_size_px - 0.5 and -0.5 <= y < tile_size_px - 0.5:
                 covering.append(name)
         assert placements  # every object lies inside the footprint, so some tile has it
-        jobs.append((engine, survey.name, params, window_px, placements))
+        jobs.append((engine, survey, params, window_px, placements))
         where.append(",".join(covering))
 
     for index, (windows, magnitude, record) in enumerate(_rendered(jobs, workers, progress)):
@@ -367,6 +377,14 @@ def _off_footprint_positions(
     return ra, dec
 
 
+def _usable_cores() -> int:
+    """Cores this process may run on (a SLURM allocation or cgroup may grant fewer than the node has)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m pipeline.mock OUT``: write a mock survey (tiles, catalogue, truth) to run a model over."""
     import argparse
@@ -396,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rotation", type=float, default=0.0, metavar="DEG", help="rotation of the pixel grid")
     parser.add_argument("--off-footprint", type=int, default=0, metavar="N",
                         help="extra catalogue rows outside every tile")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
+    parser.add_argument("--workers", type=int, default=_usable_cores(), metavar="N",
                         help="processes rendering the objects (default: all cores); the survey is the same for any N")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)

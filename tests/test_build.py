@@ -50,7 +50,10 @@ def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("build")
     recipe = write_recipe(root / "recipe.yaml", TOY)
     out = root / "out"
-    assert lensbuild.main(["--config", str(recipe), "--out", str(out), "--budget-min", "30", "--device", "cpu"]) == 0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv(SIMULATION_CACHE_ENV, raising=False)  # a developer's cache must not stand in for OUT/data
+        assert lensbuild.main(["--config", str(recipe), "--out", str(out), "--budget-min", "30",
+                               "--device", "cpu"]) == 0
     return recipe, out
 
 
@@ -59,13 +62,15 @@ def test_one_command_writes_weights_evaluation_timings_and_card_into_one_folder(
     for product in ("model.safetensors", "config.json", "evaluation.json", "build.json", "MODEL_CARD.md"):
         assert (out / product).is_file(), product
     record = json.loads((out / lensbuild.BUILD_FILE).read_text())
+    assert record["finished"] and len(record["invocations"]) == 1
     assert set(record["stages_seconds"]) == {"simulate", "train", "evaluate"}
     assert all(seconds > 0 for seconds in record["stages_seconds"].values())
-    assert record["total_seconds"] >= sum(record["stages_seconds"].values()) - 1
+    assert record["total_seconds"] == pytest.approx(sum(record["stages_seconds"].values()), abs=0.2)
     assert record["budget_min"] == 30 and record["within_budget"] is (record["total_seconds"] <= 1800)
     assert record["device"].startswith("cpu")
     # three distinct sets (the test set is also an evaluation set): simulated once each, into DIR/data
-    assert len(record["simulated_sets"]) == 3
+    simulated = record["invocations"][0]["simulated_sets"]
+    assert len(simulated) == 3 and not any(entry["cached"] for entry in simulated)
     assert Path(record["simulation_cache"]) == out / "data" and len(list((out / "data").iterdir())) == 3
     evaluation = json.loads((out / "evaluation.json").read_text())
     assert list(evaluation["sets"]) == ["lenstronomy/ground-gri/seed 2/population 2",
@@ -75,54 +80,99 @@ def test_one_command_writes_weights_evaluation_timings_and_card_into_one_folder(
     assert "python -m lensnet.build --config" in card and "built end to end in" in card
 
 
-def test_a_finished_build_run_again_changes_no_weights_and_leaves_the_environment_alone(built, monkeypatch):
+def test_a_finished_build_run_again_does_nothing_and_leaves_the_environment_alone(built, monkeypatch, capsys):
     monkeypatch.delenv(SIMULATION_CACHE_ENV, raising=False)
     recipe, out = built
-    before = (out / "model.safetensors").read_bytes()
+    before = {name: (out / name).read_bytes() for name in ("model.safetensors", "build.json", "evaluation.json")}
+    capsys.readouterr()
     assert lensbuild.main(["--config", str(recipe), "--out", str(out), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "already holds this build" in printed and "epoch" not in printed
     assert SIMULATION_CACHE_ENV not in os.environ
-    assert (out / "model.safetensors").read_bytes() == before
-    record = json.loads((out / lensbuild.BUILD_FILE).read_text())
-    assert record["budget_min"] is None and record["within_budget"] is None
+    assert {name: (out / name).read_bytes() for name in before} == before
 
 
-def test_an_interrupted_build_resumes_where_it_stopped(tmp_path, capsys):
-    # Stop after one of two epochs (as a killed job would leave it), then run the build again:
-    # training continues from last.pt and ends with the weights of an uninterrupted build.
+def test_a_folder_holding_another_recipe_or_a_foreign_model_is_refused(built, tmp_path, capsys):
+    _, out = built
+    other = write_recipe(tmp_path / "other.yaml", {**TOY, "learning_rate": 0.01})
+    assert lensbuild.main(["--config", str(other), "--out", str(out)]) == 2
+    assert "holds a build of another recipe" in capsys.readouterr().err
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "last.pt").write_bytes(b"")
+    assert lensbuild.main(["--config", str(other), "--out", str(foreign)]) == 2
+    assert "did not train" in capsys.readouterr().err
+
+
+def test_an_interrupted_build_resumes_where_it_stopped(tmp_path, capsys, monkeypatch):
+    # A build killed after one of its two epochs (left as lensnet.train leaves it) is run again:
+    # training continues from last.pt, and ends with the weights of an uninterrupted build.
+    from lensnet.train import config_from_mapping, train
+
     recipe = write_recipe(tmp_path / "recipe.yaml", TOY)
     cache = tmp_path / "cache"
-    interrupted = lensbuild.load_recipe(recipe)
-    interrupted.train = {**interrupted.train, "stop_after_epochs": 1}
-    os.environ[SIMULATION_CACHE_ENV] = str(cache)
-    try:
-        from lensnet.train import config_from_mapping, train
-
-        train(config_from_mapping({**interrupted.train, "out": str(tmp_path / "resumed"), "device": "cpu"}))
-        assert _epochs_done(tmp_path / "resumed") == 1
-        capsys.readouterr()
-        lensbuild.build(lensbuild.load_recipe(recipe), tmp_path / "resumed", device="cpu")
-        trained = capsys.readouterr().out
-        assert "epoch 2/2: train loss" in trained and "epoch 1/2: train loss" not in trained  # continued
-        lensbuild.build(lensbuild.load_recipe(recipe), tmp_path / "whole", device="cpu")
-    finally:
-        del os.environ[SIMULATION_CACHE_ENV]
-    resumed, whole = load_model(tmp_path / "resumed"), load_model(tmp_path / "whole")
-    assert _epochs_done(tmp_path / "resumed") == 2
-    assert resumed.weights_sha256 == whole.weights_sha256
-    # the user's cache was used, not DIR/data
+    monkeypatch.setenv(SIMULATION_CACHE_ENV, str(cache))
+    loaded = lensbuild.load_recipe(recipe)
+    lensbuild.build(loaded, tmp_path / "whole", device="cpu")
+    killed = tmp_path / "resumed"
+    record = {"recipe_sha256": lensbuild.fingerprint(loaded), "invocations": [], "finished": False}
+    killed.mkdir()
+    (killed / lensbuild.BUILD_FILE).write_text(json.dumps(record))
+    train(config_from_mapping({**loaded.train, "out": str(killed), "device": "cpu", "stop_after_epochs": 1}))
+    assert _epochs_done(killed) == 1
+    capsys.readouterr()
+    resumed = lensbuild.build(lensbuild.load_recipe(recipe), killed, device="cpu")
+    trained = capsys.readouterr().out
+    assert "epoch 2/2: train loss" in trained and "epoch 1/2: train loss" not in trained  # continued
+    assert _epochs_done(killed) == 2
+    assert load_model(killed).weights_sha256 == load_model(tmp_path / "whole").weights_sha256
+    # the user's cache was used (and found full the second time), not DIR/data
     assert not (tmp_path / "whole" / "data").exists() and len(list(cache.iterdir())) == 3
+    assert all(entry["cached"] for entry in resumed["invocations"][-1]["simulated_sets"])
+    assert os.environ[SIMULATION_CACHE_ENV] == str(cache)
+
+
+def test_an_unreadable_cache_marker_is_simulated_again(tmp_path):
+    # a kill while the marker was written must not block every later run
+    from lensnet.data import is_materialised, materialise
+
+    spec = {"simulate": {"engine": "lenstronomy", "profile": "ground-gri", "n": 4, "seed": 9, "chunk_size": 4,
+                         "population": 2}}
+    materialise(spec, tmp_path / "set")
+    assert is_materialised(spec, tmp_path / "set")
+    (tmp_path / "set" / "spec.json").write_text("{")
+    assert not is_materialised(spec, tmp_path / "set")
+    materialise(spec, tmp_path / "set")
+    assert is_materialised(spec, tmp_path / "set")
+
+
+_LT = {"engine": "lenstronomy", "profile": "ground-gri", "n": 10, "seed": 1}
 
 
 @pytest.mark.parametrize(("change", "message"), [
     ({"evaluate": ["not", "a", "mapping"]}, "evaluate must be a mapping"),
     ({"evaluate": {"data": TOY["test_data"], "baseline_model": "default"}}, "unknown evaluate key(s) baseline_model"),
     ({"evaluate": {"data": TOY["test_data"], "bootstrap": -1}}, "bootstrap must be a whole number"),
+    ({"evaluate": {"data": TOY["test_data"], "baseline": "no-such-model"}}, "evaluate.baseline"),
+    ({"evaluate": {"data": None}}, "evaluate.data names no set"),
     ({"epoch": 3}, "unknown key(s) epoch"),
     ({"epochs": "many"}, "epochs: 'many' is not a int"),
+    ({"architecture": "nope"}, "no model named 'nope'"),
+    ({"normalisation": "nope"}, "unknown normalisation 'nope'"),
+    ({"init_from": "no-such-model"}, "init_from"),
+    ({"folds": 3}, "a build trains one model"),
+    ({"stop_after_epochs": 1}, "stop_after_epochs has no place in a build"),
+    ({"device": "gpu"}, "device must be one of auto, cpu, cuda"),
     ({"data": {"simulate": {"profile": "ground-gri", "seed": 1}}}, "missing n"),
+    ({"data": {"simulate": {**_LT, "n": "many"}}}, "n must be a whole number > 0"),
+    ({"data": {"simulate": {**_LT, "engine": "pixie"}}}, "unknown engine 'pixie'"),
+    ({"data": {"simulate": {**_LT, "profile": "hubble"}}}, "unknown survey profile 'hubble'"),
+    ({"data": {"simulate": {**_LT, "population": 7}}}, "population must be one of"),
+    ({"data": {"simulate": {**_LT, "lens_fraction": 2}}}, "lens_fraction must lie in [0, 1]"),
+    ({"data": [{"simulate": _LT}, "no/such/dir"]}, "no/such/dir is not a stamp set"),
     ({"evaluate": {"data": {"simulate": {"n": 10, "seed": 1, "profile": "ground-gri", "lens": 1}}}}, "unknown lens"),
 ])
-def test_a_bad_recipe_is_one_line_before_anything_is_simulated(tmp_path, capsys, change, message):
+def test_a_bad_recipe_is_one_line_before_anything_is_written(tmp_path, capsys, change, message):
     recipe = write_recipe(tmp_path / "recipe.yaml", {**TOY, **change})
     assert lensbuild.main(["--config", str(recipe), "--out", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err
@@ -130,7 +180,7 @@ def test_a_bad_recipe_is_one_line_before_anything_is_simulated(tmp_path, capsys,
     assert not (tmp_path / "out").exists()
 
 
-def test_no_data_no_evaluation_set_and_a_missing_file_are_reported(tmp_path, capsys):
+def test_no_data_no_evaluation_set_a_missing_file_and_a_bad_device_are_reported(tmp_path, capsys):
     no_data = {key: value for key, value in TOY.items() if key != "data"}
     assert lensbuild.main(["--config", str(write_recipe(tmp_path / "a.yaml", no_data)), "--out", "x"]) == 2
     assert "no training data" in capsys.readouterr().err
@@ -139,6 +189,20 @@ def test_no_data_no_evaluation_set_and_a_missing_file_are_reported(tmp_path, cap
     assert "nothing to evaluate on" in capsys.readouterr().err
     assert lensbuild.main(["--config", str(tmp_path / "missing.yaml"), "--out", "x"]) == 2
     assert "missing.yaml" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        lensbuild.main(["--config", str(tmp_path / "a.yaml"), "--device", "gpu"])
+    assert stop.value.code == 2 and "invalid choice: 'gpu'" in capsys.readouterr().err
+    assert not Path("x").exists()
+
+
+def test_asking_for_cuda_where_there_is_none_is_one_line(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    recipe = write_recipe(tmp_path / "recipe.yaml", TOY)
+    assert lensbuild.main(["--config", str(recipe), "--out", str(tmp_path / "out"), "--device", "cuda"]) == 2
+    assert "no CUDA device is visible here" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
 def test_the_gpu_recipe_trains_and_measures_on_population_2_without_overlap():

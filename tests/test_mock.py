@@ -213,13 +213,25 @@ def test_deterministic(tmp_path):
     pd.testing.assert_frame_equal(pd.read_parquet(first.truth_path), pd.read_parquet(second.truth_path))
 
 
-def test_rendering_in_worker_processes_writes_the_same_survey(tmp_path):
+def test_rendering_in_worker_processes_writes_the_same_survey(tmp_path, monkeypatch):
     # Parameters are drawn in order in the calling process; only rendering is spread out, so the
     # files are byte-for-byte those of a one-process run (objects in the overlap included).
+    import concurrent.futures
+
+    pools = []
+
+    class CountedPool(concurrent.futures.ProcessPoolExecutor):
+        def __init__(self, *args, **kwargs):
+            pools.append(kwargs.get("max_workers"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", CountedPool)
     kwargs = dict(n_objects=10, seed=4, tiles_x=2, tiles_y=1, tile_size_px=260, overlap_px=120, engine="galsim",
                   population=2, lens_fraction=0.3)
     one = make_mock_survey(tmp_path / "one", **kwargs)
+    assert pools == []
     two = make_mock_survey(tmp_path / "two", workers=2, **kwargs)
+    assert pools == [2]  # the second survey was rendered by two worker processes
     truth = pd.read_parquet(two.truth_path)
     assert truth["tiles"].str.contains(",").any()  # some object lies in both tiles
     for tile in one.tiles:
@@ -239,7 +251,7 @@ def test_the_command_line_writes_a_survey_that_run_survey_reads(tmp_path, capsys
     from pipeline.mock import main
 
     assert main([str(tmp_path / "m"), "--objects", "12", "--lens-fraction", "0.25", "--tiles", "1x1",
-                 "--tile-size", "300", "--overlap", "0", "--seed", "3"]) == 0
+                 "--tile-size", "300", "--overlap", "0", "--seed", "3", "--workers", "1"]) == 0
     printed = capsys.readouterr().out
     assert "run_survey.py --images" in printed and "--bands g,r,i" in printed
     truth = pd.read_parquet(tmp_path / "m" / "truth.parquet")
@@ -251,7 +263,7 @@ def test_the_command_line_writes_a_survey_that_run_survey_reads(tmp_path, capsys
     (["--tiles", "three"], "--tiles must look like 3x3"),
     (["--lens-fraction", "1.5"], "--lens-fraction must lie in [0, 1]"),
     (["--engine", "pixie"], "invalid choice"),
-    (["--workers", "0"], "--workers"),
+    (["--workers", "0"], "--objects, --workers and the tile grid must be positive"),
 ])
 def test_the_command_line_refuses_bad_options_in_one_line(argv, message, tmp_path, capsys):
     from pipeline.mock import main
