@@ -68,15 +68,20 @@ def _parent(recipe: dict, training: dict) -> list[str]:
 
 
 def _reproduce(directory: Path, recipe: dict, history: list, training: dict) -> list[str]:
-    """How to train it again: the end-to-end build that made it (``build.json``), else ``make train-default``."""
+    """How to train it again: the end-to-end build that made it (``build.json``), ``make train-default``
+    for the shipped models, else the recorded command."""
     from lensnet.build import BUILD_FILE, describe_build
+    from lensnet.checkpoint import SHIPPED_DIR
 
     path = directory / BUILD_FILE
-    if path.is_file():
-        record = json.loads(path.read_text())
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    if record.get("finished"):
         return [f"- Reproduce: `{record['command']}` (simulate, train, evaluate); {describe_build(record)}."]
-    return [f"- Reproduce: `make train-default`{' (the parent first, then this stage)' if recipe.get('init_from') else ''}"
-            f"{_duration(history, training)}."]
+    if directory.resolve().parent == SHIPPED_DIR.resolve():
+        return [f"- Reproduce: `make train-default`"
+                f"{' (the parent first, then this stage)' if recipe.get('init_from') else ''}"
+                f"{_duration(history, training)}."]
+    return [f"- Reproduce: the command above{_duration(history, training)}."]
 
 
 def _compact(data: object) -> str:

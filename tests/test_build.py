@@ -220,3 +220,17 @@ def test_the_gpu_recipe_trains_and_measures_on_population_2_without_overlap():
     for engine in ("lenstronomy", "galsim"):  # >= 20,000 held-out stamps and a sanity set of each simulator
         assert any(s["engine"] == engine and s["n"] >= 20_000 and s.get("lens_fraction", 0.5) < 1 for s in held_out)
         assert any(s["engine"] == engine and s.get("lens_fraction") == 1.0 for s in held_out)
+
+
+def test_only_the_shipped_models_cards_point_at_make_train_default(tiny_model, tmp_path):
+    import shutil
+
+    from lensnet.card import render_card
+
+    assert "Reproduce: `make train-default`" in render_card("default")
+    copy = tmp_path / "mine"
+    shutil.copytree(tiny_model, copy)
+    card = render_card(copy)
+    assert "make train-default" not in card and "Reproduce: the command above" in card
+    (copy / lensbuild.BUILD_FILE).write_text(json.dumps({"recipe_sha256": "x", "invocations": [], "finished": False}))
+    assert "Reproduce: the command above" in render_card(copy)  # an unfinished build is not quoted
