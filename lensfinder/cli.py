@@ -45,6 +45,8 @@ COMMANDS: dict[str, Command] = {
     "train": Command("lensnet.train", "train a model on simulated stamps (python -m lensnet.train)"),
     "evaluate": Command("lensnet.evaluate", "measure a model on held-out stamps (python -m lensnet.evaluate)"),
     "compare": Command("lensnet.compare", "train and compare architectures on one recipe (python -m lensnet.compare)"),
+    "build": Command("lensnet.build", "simulate, train and evaluate from one recipe into one folder, resumable "
+                                      "(python -m lensnet.build)"),
     "adapt": Command("pipeline.adapt", "fine-tune the model on arcs injected into a run's own galaxies "
                                        "(python -m pipeline.adapt)"),
     "inspect": Command("catalogs.inspect.__main__", "grade the top candidates in the browser, export the grades, "

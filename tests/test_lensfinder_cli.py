@@ -41,7 +41,7 @@ def test_version_everywhere():
 def test_help_lists_every_subcommand():
     result = lensfinder("--help")
     assert result.returncode == 0
-    for name in ("run", "rescore", "train", "evaluate", "compare", "adapt", "inspect", "card", "version"):
+    for name in ("run", "rescore", "train", "evaluate", "compare", "build", "adapt", "inspect", "card", "version"):
         assert f"\n  {name} " in result.stdout
 
 
@@ -54,6 +54,7 @@ def test_help_lists_every_subcommand():
     (["train", "--config", "t.yaml"], "lensnet.train", ["--config", "t.yaml"]),
     (["evaluate", "--model", "default"], "lensnet.evaluate", ["--model", "default"]),
     (["compare", "--architectures", "a,b"], "lensnet.compare", ["--architectures", "a,b"]),
+    (["build", "--config", "r.yaml", "--out", "m"], "lensnet.build", ["--config", "r.yaml", "--out", "m"]),
     (["inspect", "run1", "--top", "5"], "catalogs.inspect.__main__", ["run1", "--top", "5"]),
     (["card", "default"], "lensnet.card", ["default"]),
     (["simulate", "--out", "d"], "lensnet.simulate.__main__", ["--out", "d"]),
