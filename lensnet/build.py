@@ -45,7 +45,13 @@ from typing import Any
 
 import yaml
 
-from lensnet.data import SIMULATION_CACHE_ENV, DataSpec, check_spec, describe_spec
+from lensnet.data import (
+    SIMULATION_CACHE_ENV,
+    DataSpec,
+    check_spec,
+    describe_spec,
+    write_text_atomically,
+)
 
 __all__ = ["BUILD_FILE", "BuildRecipe", "build", "load_recipe", "main"]
 
@@ -75,8 +81,6 @@ def load_recipe(path: str | Path) -> BuildRecipe:
             exist, or no set to evaluate on.
         FileNotFoundError: no such file.
     """
-    from lensnet.train import config_from_mapping
-
     text = Path(path).read_text()
     try:
         loaded = yaml.safe_load(text) or {}
@@ -85,13 +89,13 @@ def load_recipe(path: str | Path) -> BuildRecipe:
     if not isinstance(loaded, dict):
         raise ValueError(f"{path} must hold a mapping of key: value")
     try:
-        return _checked(loaded, config_from_mapping)
+        return _checked(loaded)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
 
 
-def _checked(loaded: dict[str, Any], config_from_mapping: Any) -> BuildRecipe:
-    from lensnet.checkpoint import resolve_checkpoint
+def _checked(loaded: dict[str, Any]) -> BuildRecipe:
+    from lensnet.train import check_config, config_from_mapping
 
     evaluate = loaded.pop("evaluate", {})
     if not isinstance(evaluate, dict):
@@ -107,7 +111,9 @@ def _checked(loaded: dict[str, Any], config_from_mapping: Any) -> BuildRecipe:
     if loaded.get("folds", 1) != 1:
         raise ValueError("a build trains one model; train k-fold models with python -m lensnet.train --folds")
     config = config_from_mapping({"out": "", **loaded})
-    _check_model(config.init_from, config.architecture, config.normalisation)
+    check_config(config)
+    if config.init_from:
+        _check_checkpoint("init_from", config.init_from)
     if "data" in evaluate:
         data = evaluate["data"]
         if data is None or data == []:
@@ -123,10 +129,7 @@ def _checked(loaded: dict[str, Any], config_from_mapping: Any) -> BuildRecipe:
     if baseline is not None:
         if not isinstance(baseline, str):
             raise ValueError(f"evaluate.baseline must name a checkpoint, not {baseline!r}")
-        try:
-            resolve_checkpoint(baseline)
-        except (FileNotFoundError, ValueError) as error:
-            raise ValueError(f"evaluate.baseline: {error}") from None
+        _check_checkpoint("evaluate.baseline", baseline)
     bootstrap = evaluate.get("bootstrap", 1000)
     if not isinstance(bootstrap, int) or isinstance(bootstrap, bool) or bootstrap < 0:
         raise ValueError(f"evaluate.bootstrap must be a whole number >= 0, not {bootstrap!r}")
@@ -136,23 +139,13 @@ def _checked(loaded: dict[str, Any], config_from_mapping: Any) -> BuildRecipe:
                        baseline=baseline, bootstrap=bootstrap)
 
 
-def _check_model(init_from: str | None, architecture: str, normalisation: str) -> None:
+def _check_checkpoint(key: str, name: str) -> None:
     from lensnet.checkpoint import resolve_checkpoint
-    from lensnet.models import model_spec
-    from lensnet.preprocess import NORMALISATIONS
 
-    if init_from:
-        try:
-            resolve_checkpoint(init_from)
-        except (FileNotFoundError, ValueError) as error:
-            raise ValueError(f"init_from: {error}") from None
-        return
     try:
-        model_spec(architecture)
-    except KeyError as error:
-        raise ValueError(error.args[0]) from None
-    if normalisation not in NORMALISATIONS:
-        raise ValueError(f"unknown normalisation {normalisation!r}; known: {', '.join(NORMALISATIONS)}")
+        resolve_checkpoint(name)
+    except (FileNotFoundError, ValueError) as error:
+        raise ValueError(f"{key}: {error}") from None
 
 
 def fingerprint(recipe: BuildRecipe) -> str:
@@ -171,12 +164,6 @@ def _flat(value: Any) -> list[DataSpec]:
     return [value]
 
 
-def _key(spec: DataSpec) -> str:
-    from lensnet.data import cache_name
-
-    return cache_name(spec["simulate"]) if isinstance(spec, dict) else str(spec)
-
-
 def simulate_all(specs: list[DataSpec]) -> list[dict[str, Any]]:
     """Simulate every distinct simulate spec not yet in the cache; seconds per set, and whether it was cached."""
     from lensnet.data import cache_name, is_materialised, materialise
@@ -184,10 +171,10 @@ def simulate_all(specs: list[DataSpec]) -> list[dict[str, Any]]:
     cache = Path(os.environ[SIMULATION_CACHE_ENV])
     timings, seen = [], set()
     for spec in specs:
-        if not isinstance(spec, dict) or _key(spec) in seen:
+        if not isinstance(spec, dict) or (name := cache_name(spec["simulate"])) in seen:
             continue  # a directory of stamps, or a set already listed
-        seen.add(_key(spec))
-        directory = cache / cache_name(spec["simulate"])
+        seen.add(name)
+        directory = cache / name
         cached = is_materialised(spec, directory)
         started = time.perf_counter()
         materialise(spec, directory)
@@ -250,9 +237,7 @@ def _previous(out: Path, digest: str) -> dict[str, Any]:
 
 
 def _write_record(out: Path, record: dict[str, Any]) -> None:
-    partial = out / (BUILD_FILE + ".partial")
-    partial.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(partial, out / BUILD_FILE)
+    write_text_atomically(out / BUILD_FILE, json.dumps(record, indent=2) + "\n")
 
 
 def _stages(recipe: BuildRecipe, out: Path, record: dict[str, Any], device: str) -> dict[str, Any]:

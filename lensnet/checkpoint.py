@@ -231,9 +231,10 @@ def save_checkpoint(module: nn.Module, config: ModelConfig, directory: str | Pat
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {key: value.detach().cpu().contiguous() for key, value in module.state_dict().items()}
+    from lensnet.data import write_text_atomically
+
     # each file is written aside and moved into place, so a kill never leaves a truncated one
     save_file(state, directory / (WEIGHTS_FILE + ".partial"))
-    (directory / (CONFIG_FILE + ".partial")).write_text(config.to_json() + "\n")
     os.replace(directory / (WEIGHTS_FILE + ".partial"), directory / WEIGHTS_FILE)
-    os.replace(directory / (CONFIG_FILE + ".partial"), directory / CONFIG_FILE)
+    write_text_atomically(directory / CONFIG_FILE, config.to_json() + "\n")
     return directory

@@ -231,24 +231,32 @@ def materialise(spec: DataSpec, directory: str | Path) -> str | list:
         return spec
     from lensnet.simulate import generate_dataset
 
+    if not is_materialised(spec, directory):
+        settings = _stored_settings(spec)
+        generate_dataset(directory, **{"population": 1, **settings})  # the key is left out for population 1
+        write_text_atomically(directory / "spec.json", json.dumps(settings, sort_keys=True) + "\n")
+    return str(directory)
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write ``text`` beside ``path`` and move it into place, so that a kill never leaves half a file."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def _stored_settings(spec: dict) -> dict:
+    """What a cache directory's ``spec.json`` records of a simulate spec (not how it was run)."""
     settings = _normalised(spec["simulate"])
     settings.pop("processes", None)
     settings.pop("progress", None)
-    marker = directory / "spec.json"
-    if not (_marker(marker) == settings and (directory / "truth.parquet").is_file()):
-        generate_dataset(directory, **{"population": 1, **settings})  # the key is left out for population 1
-        partial = marker.with_suffix(".json.partial")
-        partial.write_text(json.dumps(settings, sort_keys=True) + "\n")
-        os.replace(partial, marker)  # a kill leaves no half-written marker
-    return str(directory)
+    return settings
 
 
 def is_materialised(spec: dict, directory: str | Path) -> bool:
     """Whether ``directory`` already holds the set a simulate spec describes (:func:`materialise` reuses it)."""
-    settings = _normalised(spec["simulate"])
-    settings.pop("processes", None)
-    settings.pop("progress", None)
-    return _marker(Path(directory) / "spec.json") == settings and (Path(directory) / "truth.parquet").is_file()
+    directory = Path(directory)
+    return _marker(directory / "spec.json") == _stored_settings(spec) and (directory / "truth.parquet").is_file()
 
 
 def _marker(path: Path) -> Any:

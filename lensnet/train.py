@@ -46,7 +46,7 @@ from lensnet.data import StampSet, stamp_set_from_spec
 from lensnet.evaluate import evaluation_report, predict_logits
 from lensnet.preprocess import normalise
 
-__all__ = ["TrainConfig", "config_from_mapping", "evaluation_report", "fold_directory", "holdout_split", "jsonable",
+__all__ = ["TrainConfig", "check_config", "config_from_mapping", "evaluation_report", "fold_directory", "holdout_split", "jsonable",
            "kfold_split", "predict_logits", "summarise_folds", "train"]
 
 #: Per-fold file written when a fold has finished training; ``cv_summary.json`` collects them.
@@ -157,19 +157,7 @@ def train(config: TrainConfig, command: str | None = None) -> Path:
     That is ``config.out`` for a single split, ``OUT/fold-I`` with ``fold`` set, and ``OUT``
     (holding every ``fold-I/`` and ``cv_summary.json``) for a loop over all folds.
     """
-    if config.folds < 1 or (config.fold is not None and not 0 <= config.fold < config.folds):
-        raise ValueError(f"need folds >= 1 and 0 <= fold < folds; got folds={config.folds}, fold={config.fold}")
-    if config.folds == 1 and config.fold is not None:
-        raise ValueError("--fold needs --folds K with K >= 2")
-    if config.patience is not None and config.patience < 1:
-        raise ValueError(f"--patience must be at least 1 epoch; got {config.patience}")
-    if not config.init_from:  # checked before any stamp is loaded or simulated
-        from lensnet.models import model_spec
-        from lensnet.preprocess import NORMALISATIONS
-
-        model_spec(config.architecture)
-        if config.normalisation not in NORMALISATIONS:
-            raise ValueError(f"unknown normalisation {config.normalisation!r}; known: {', '.join(NORMALISATIONS)}")
+    check_config(config)  # before any stamp is loaded or simulated
     config = _with_init_checkpoint_settings(config)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -199,6 +187,27 @@ def train(config: TrainConfig, command: str | None = None) -> Path:
              fold=fold)
     summarise_folds(config.out, config.folds)
     return Path(config.out) if config.fold is None else fold_directory(config.out, config.fold)
+
+
+def check_config(config: TrainConfig) -> None:
+    """Raise ``ValueError`` for settings that cannot train: folds, patience, an unknown architecture
+    or normalisation (those two only when not taken from ``init_from``)."""
+    if config.folds < 1 or (config.fold is not None and not 0 <= config.fold < config.folds):
+        raise ValueError(f"need folds >= 1 and 0 <= fold < folds; got folds={config.folds}, fold={config.fold}")
+    if config.folds == 1 and config.fold is not None:
+        raise ValueError("--fold needs --folds K with K >= 2")
+    if config.patience is not None and config.patience < 1:
+        raise ValueError(f"--patience must be at least 1 epoch; got {config.patience}")
+    if not config.init_from:
+        from lensnet.models import model_spec
+        from lensnet.preprocess import NORMALISATIONS
+
+        try:
+            model_spec(config.architecture)
+        except KeyError as error:
+            raise ValueError(error.args[0]) from None
+        if config.normalisation not in NORMALISATIONS:
+            raise ValueError(f"unknown normalisation {config.normalisation!r}; known: {', '.join(NORMALISATIONS)}")
 
 
 def _with_init_checkpoint_settings(config: TrainConfig) -> TrainConfig:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,24 +129,17 @@ def render_object(engine: str, survey: SurveyProfile, params: dict[str, Any], wi
     magnitude and its truth record (both from the first placement). Pure, and on one thread
     whichever process runs it (parallelism comes from processes; see ``single_threaded``)."""
     with single_threaded():
-        return _render_object(get_engine(engine), survey, params, window_px, placements)
-
-
-def _render_object(simulator: Any, survey: SurveyProfile, params: dict[str, Any], window_px: int,
-                   placements: list[Placement]) -> tuple[list[tuple[str, int, int, np.ndarray]], float, dict[str, Any]]:
-    simulator.prepare(params, survey)
-    windows, first = [], None
-    for name, col, row, offset in placements:
-        arcs = simulator.render(params, survey, window_px, offset, part="lensed")
-        window = arcs + simulator.render(params, survey, window_px, offset, part="unlensed")
-        windows.append((name, col, row, window))
-        if first is None:
-            first = (window, arcs, offset)
-    assert first is not None
-    window, arcs, offset = first
-    ref = survey.reference_index
-    magnitude = survey.magnitude(float(window[ref].sum()), ref)
-    return windows, magnitude, simulator.truth_record(params, survey, window, offset, arcs)
+        simulator = get_engine(engine)
+        simulator.prepare(params, survey)
+        windows, first_arcs = [], None
+        for name, col, row, offset in placements:
+            arcs = simulator.render(params, survey, window_px, offset, part="lensed")
+            windows.append((name, col, row, arcs + simulator.render(params, survey, window_px, offset,
+                                                                    part="unlensed")))
+            first_arcs = arcs if first_arcs is None else first_arcs
+        window, ref = windows[0][3], survey.reference_index
+        record = simulator.truth_record(params, survey, window, placements[0][3], first_arcs)
+    return windows, survey.magnitude(float(window[ref].sum()), ref), record
 
 
 def _rendered(jobs: list[tuple], workers: int, progress: bool) -> Iterator[tuple]:
@@ -377,20 +369,13 @@ def _off_footprint_positions(
     return ra, dec
 
 
-def _usable_cores() -> int:
-    """Cores this process may run on (a SLURM allocation or cgroup may grant fewer than the node has)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def main(argv: list[str] | None = None) -> int:
     """``python -m pipeline.mock OUT``: write a mock survey (tiles, catalogue, truth) to run a model over."""
     import argparse
     import time
 
     from lensnet.simulate.definitions import ENGINES
+    from pipeline.config import usable_cpus
 
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.mock",
@@ -414,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rotation", type=float, default=0.0, metavar="DEG", help="rotation of the pixel grid")
     parser.add_argument("--off-footprint", type=int, default=0, metavar="N",
                         help="extra catalogue rows outside every tile")
-    parser.add_argument("--workers", type=int, default=_usable_cores(), metavar="N",
+    parser.add_argument("--workers", type=int, default=usable_cpus(), metavar="N",
                         help="processes rendering the objects (default: all cores); the survey is the same for any N")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
