@@ -93,8 +93,9 @@ def lensresnet_fast(bands: int = 3, **kwargs) -> nn.Module:
 
 @register_model(input_size_px=64, reference="after Lanusse et al. 2018 (CMU DeepLens)")
 def lensresnet_wide(bands: int = 3, **kwargs) -> nn.Module:
-    """lensresnet-fast at twice the width (64, 128, 192, 256 channels): ~2M parameters at ~4x the
-    FLOPs, for training on a GPU, where lensresnet-fast leaves the device mostly idle."""
+    """lensresnet-fast at twice the width (64, 128, 192, 256 channels): ~2M parameters and 0.387
+    GFLOP per 64x64x3 stamp (lensresnet-fast 0.099; benchmarks/models.py's count, as `make bench`),
+    for training on a GPU, where lensresnet-fast leaves the device mostly idle."""
     kwargs.setdefault("widths", (64, 128, 192, 256))
     kwargs.setdefault("stem_kernel", 5)
     kwargs.setdefault("stem_stride", 2)
