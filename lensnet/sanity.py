@@ -9,6 +9,8 @@ or flag every ring galaxy. This module measures, at a given score threshold:
 * the **complete rings** among them (``arc_azimuth_fraction >= 0.75``): the brightest,
   most obvious lenses, and the ones a model trained on faint partial arcs can miss
   (reported apart so that this failure is never averaged away);
+* the sanity lenses with **red sources** (``source_red``, where the truth has it): arcs of
+  the lens galaxy's colour, which a finder that learnt "blue arcs" misses;
 * every **kind** of object in the truth table (``lens``, ``ring``, ``sf-ring``,
   ``companion``, ...): the share scored above the threshold, which for each contaminant
   kind should stay at or below 1%.
@@ -68,7 +70,8 @@ def _row(label: str, above: np.ndarray, target: float | None, passes: str) -> di
 def by_kind(truth: pd.DataFrame, scores: np.ndarray, threshold: float) -> list[dict[str, Any]]:
     """Share of each group scored at or above ``threshold`` (probabilities, like the checkpoint's).
 
-    Rows: ``sanity lenses`` (target >= 99%), ``complete rings`` among them (the same target),
+    Rows: ``sanity lenses`` (target >= 99%), ``complete rings`` and ``red sources`` among them
+    (the same target; the latter only where the truth has ``source_red``),
     ``lens`` (all lenses, no target), then each non-lens kind (target <= 1%), in order of appearance.
     """
     scores = np.asarray(scores, dtype=np.float64)
@@ -78,6 +81,9 @@ def by_kind(truth: pd.DataFrame, scores: np.ndarray, threshold: float) -> list[d
     if sane.any():
         rings = sane & (truth["arc_azimuth_fraction"].to_numpy(np.float64) >= COMPLETE_RING_AZIMUTH)
         rows.append(_row("complete rings", above[rings], SANITY_LENS_TARGET, "at_least"))
+        if "source_red" in truth:
+            red = sane & truth["source_red"].fillna(False).to_numpy().astype(bool)
+            rows.append(_row("red sources", above[red], SANITY_LENS_TARGET, "at_least"))
     if "kind" not in truth:
         is_lens = truth["is_lens"].to_numpy().astype(bool)
         return rows + [_row("lens", above[is_lens], None, ""), _row("non-lens", above[~is_lens], CONTAMINANT_TARGET,

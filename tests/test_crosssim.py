@@ -51,6 +51,11 @@ def test_sanity_rows_count_each_kind_against_its_target():
     # the complete ring (azimuth 1.0) is found, the long arc (0.3) is not: reported apart
     assert rows["complete rings"]["n"] == 1 and rows["complete rings"]["share_above"] == 1.0
     assert list(rows)[:3] == ["sanity lenses", "complete rings", "lens"]
+    assert "red sources" not in rows  # no source_red column: no row
+    red = sanity.by_kind(truth.assign(source_red=[True, True, False, True] + [None] * 5), scores, threshold=0.5)
+    red = {row["group"]: row for row in red}
+    assert list(red)[:4] == ["sanity lenses", "complete rings", "red sources", "lens"]
+    assert red["red sources"]["n"] == 2 and red["red sources"]["n_above"] == 1
     assert rows["lens"]["n_above"] == 3 and rows["lens"]["target"] is None
     assert rows["ring"]["share_above"] == pytest.approx(1 / 3) and rows["ring"]["meets_target"] is False
     assert rows["spiral"]["share_above"] == 0.0 and rows["spiral"]["meets_target"] is True
