@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from lensnet.checkpoint import load_config, resolve_checkpoint
+from lensnet.checkpoint import WEIGHTS_FILE, load_config, resolve_checkpoint, sha256_of
 from lensnet.models import create_model
 
 
@@ -172,7 +172,14 @@ def render_card(directory: str | Path) -> str:
         from lensnet.crosssim import render_tables
 
         result = json.loads(evaluation.read_text())
-        if "sets" in result:
+        weights = directory / WEIGHTS_FILE
+        current = sha256_of(weights) if weights.is_file() else None
+        measured = (result.get("model") or {}).get("weights_sha256")
+        if "sets" in result and measured not in (None, current):
+            lines += ["", "## Cross-simulator evaluation",
+                      f"`evaluation.json` was measured with other weights (sha256 {measured[:12]}…); run its "
+                      f"command again to measure these: `{result.get('command', '')}`."]
+        elif "sets" in result:
             lines += [
                 "",
                 "## Cross-simulator evaluation",
@@ -187,15 +194,21 @@ def render_card(directory: str | Path) -> str:
                 from lensnet.crosssim import render_paired_sets
 
                 lines += ["", render_paired_sets(result["paired"], config.name)]
-        if result.get("surveys"):
+        surveys = {label: row for label, row in (result.get("surveys") or {}).items()
+                   if row.get("weights_sha256") == current}
+        if len(surveys) < len(result.get("surveys") or {}):
+            stale = sorted(set(result["surveys"]) - set(surveys))
+            lines += ["", f"Not shown: {len(stale)} mock-survey row(s) not measured with these weights "
+                      f"({', '.join(stale)}); record them again with `pipeline.against_truth --record`."]
+        if surveys:
             from lensnet.crosssim import render_rows
 
             lines += ["", "## Mock surveys through run_survey.py",
                       "Whole mock surveys (FITS tiles and a catalogue) run by `run_survey.py` with this model and "
                       "measured against their truth by `python -m pipeline.against_truth` (bootstrap 95% intervals):",
-                      "", render_rows(result["surveys"], "survey"), ""]
+                      "", render_rows(surveys, "survey"), ""]
             lines += [f"- {label}: {row.get('description', '')} Command: `{row.get('command', '')}`."
-                      for label, row in result["surveys"].items()]
+                      for label, row in surveys.items()]
     comparison = directory / "comparison.json"
     if comparison.is_file():
         from lensnet.compare import render_table

@@ -22,7 +22,12 @@ import pandas as pd
 
 from catalogs.layout import RunLayout
 from lensnet import crosssim
-from lensnet.checkpoint import CROSSFIT_FILE
+from lensnet.checkpoint import (
+    CROSSFIT_FILE,
+    WEIGHTS_FILE,
+    resolve_checkpoint,
+    sha256_of,
+)
 
 
 def trained_objects(adapted: str | Path) -> set:
@@ -40,6 +45,29 @@ def trained_objects(adapted: str | Path) -> set:
         raise FileNotFoundError(f"{path} not found: --exclude-trained takes the output directory of "
                                 "python -m pipeline.adapt")
     return set(pd.read_parquet(path, columns=["object_id"])["object_id"].tolist())
+
+
+def weights_for_record(candidates: str | Path, checkpoint: str | Path) -> str:
+    """The sha256 of ``checkpoint``'s weights, if the run was scored by exactly those weights.
+
+    A recorded row lands in that checkpoint's model card; a run scored by an ensemble or by
+    other weights would put another model's numbers there, so it raises ``ValueError``.
+    """
+    from catalogs.io import read_provenance
+
+    directory = resolve_checkpoint(checkpoint)
+    expected = sha256_of(directory / WEIGHTS_FILE)
+    provenance = read_provenance(candidates)
+    if provenance.get("models"):
+        raise ValueError(f"--record {checkpoint}: the run was scored by an ensemble of "
+                         f"{len(provenance['models'])} models, not by this checkpoint alone")
+    scored = (provenance.get("model") or {}).get("weights_sha256")
+    if scored != expected:
+        raise ValueError(f"--record {checkpoint}: the run was scored by weights sha256 {str(scored)[:12]}… "
+                         f"({(provenance.get('model') or {}).get('checkpoint', 'unknown checkpoint')}), but "
+                         f"{directory} holds {expected[:12]}…; score it with this checkpoint first "
+                         f"(run_survey.py --rescore RUN --model {checkpoint})")
+    return expected
 
 
 def _joined(candidates: str | Path, truth: str | Path, exclude: set | None) -> pd.DataFrame:
@@ -232,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
                              "over it on the same objects, with paired bootstrap intervals of the difference")
     args = parser.parse_args(argv)
     try:
+        weights = weights_for_record(RunLayout(args.run).candidates, args.record) if args.record else None
         exclude = trained_objects(args.exclude_trained) if args.exclude_trained else None
         row = measure(RunLayout(args.run).candidates, args.truth, args.bootstrap, exclude)
     except (OSError, ValueError, KeyError) as error:
@@ -267,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
                                               "threshold") if key in row}
         command = "python -m pipeline.against_truth " + " ".join(argv if argv is not None else sys.argv[1:])
         path = crosssim.record_survey(args.record, label, json_safe(summary), {
-            "description": args.description, "command": command, "run": str(Path(args.run).resolve())})
+            "description": args.description, "command": command, "run": str(Path(args.run).resolve()),
+            "weights_sha256": weights})
         print(f"recorded: {path}")
     if args.json:
         from lensnet.evaluate import json_safe

@@ -440,7 +440,7 @@ def test_rescore_refuses_what_it_cannot_do(finished_run, tmp_path):
         prepare_rescore(settings, log=lambda _: None)
 
 
-def test_a_run_is_measured_against_its_truth_table(finished_run, tiny_survey, tmp_path, capsys):
+def test_a_run_is_measured_against_its_truth_table(finished_run, tiny_survey, tiny_model, tmp_path, capsys):
     from lensnet.metrics import auroc
     from pipeline.against_truth import main as against_truth_main
     from pipeline.against_truth import measure
@@ -459,13 +459,29 @@ def test_a_run_is_measured_against_its_truth_table(finished_run, tiny_survey, tm
     # recorded beside a checkpoint, the survey's row appears in its model card
     from lensnet.card import render_card
 
+    # only into the checkpoint whose weights scored the run: another model's card would show its numbers
+    other = tmp_path / "other"
+    shutil.copytree(_tiny_checkpoint(tmp_path), other)
+    capsys.readouterr()
+    assert against_truth_main([str(finished_run), str(tiny_survey.truth_path), "--bootstrap", "20", "--record",
+                               str(other)]) == 2
+    assert "the run was scored by weights sha256" in capsys.readouterr().err
+    assert not (other / "evaluation.json").exists()
     model = tmp_path / "model"
-    shutil.copytree(_tiny_checkpoint(tmp_path), model)
+    shutil.copytree(tiny_model, model)
     assert against_truth_main([str(finished_run), str(tiny_survey.truth_path), "--bootstrap", "20", "--record",
                                str(model), "--label", "tiny mock", "--description", "A tiny mock survey."]) == 0
+    from lensnet.checkpoint import sha256_of
+
+    recorded = json.loads((model / "evaluation.json").read_text())["surveys"]["tiny mock"]
+    assert recorded["weights_sha256"] == sha256_of(model / "model.safetensors")
     card = render_card(model)
     assert "## Mock surveys through run_survey.py" in card and "| tiny mock |" in card
     assert "A tiny mock survey." in card
+    # new weights in the same folder: the row describes the old ones and leaves the card
+    shutil.copy(other / "model.safetensors", model / "model.safetensors")
+    card = render_card(model)
+    assert "| tiny mock |" not in card and "Not shown: 1 mock-survey row(s) not measured with these weights" in card
 
 
 def _tiny_checkpoint(tmp_path):

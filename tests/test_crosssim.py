@@ -133,6 +133,23 @@ def test_evaluating_several_sets_side_by_side_and_recording_them(checkpoint, toy
     assert recorded["command"].startswith("python -m lensnet.evaluate") and len(recorded["data"]) == 2
     card = render_card(model)
     assert "## Cross-simulator evaluation" in card and "| other |" in card
+    # survey rows of these weights survive a new evaluation; rows of other weights are dropped, and said so
+    weights = recorded["model"]["weights_sha256"]
+    row = {"n": 1, "description": "", "command": ""}
+    crosssim.record_survey(model, "mine", row, {"weights_sha256": weights})
+    crosssim.record_survey(model, "older", row, {"weights_sha256": "0" * 64})
+    assert crosssim.stale_surveys(model, weights) == ["older"]
+    assert main(["--model", str(model), "--data", str(toy_data), "--bootstrap", "30", "--threads", "1",
+                 "--no-plots", "--record"]) == 0
+    assert "dropping 1 survey row(s) measured with other weights: older" in capsys.readouterr().err
+    assert set(json.loads((model / crosssim.EVALUATION_FILE).read_text())["surveys"]) == {"mine"}
+    # weights replaced after the evaluation: the card says its tables describe other weights
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(model / "model.safetensors")
+    save_file({key: value + 1 for key, value in tensors.items()}, model / "model.safetensors")
+    card = render_card(model)
+    assert "was measured with other weights" in card and "| other |" not in card
 
 
 def test_evaluating_against_a_baseline_pairs_the_same_stamps(checkpoint, toy_data, tmp_path, capsys):  # noqa: F811
