@@ -175,10 +175,12 @@ def render_card(directory: str | Path) -> str:
         weights = directory / WEIGHTS_FILE
         current = sha256_of(weights) if weights.is_file() else None
         measured = (result.get("model") or {}).get("weights_sha256")
-        if "sets" in result and measured not in (None, current):
+        if "sets" in result and measured != current:
+            which = "does not say which weights it measured" if measured is None else \
+                f"was measured with other weights (sha256 {measured[:12]}…)"
             lines += ["", "## Cross-simulator evaluation",
-                      f"`evaluation.json` was measured with other weights (sha256 {measured[:12]}…); run its "
-                      f"command again to measure these: `{result.get('command', '')}`."]
+                      f"`evaluation.json` {which}; run its command again to measure these: "
+                      f"`{result.get('command', '')}`."]
         elif "sets" in result:
             lines += [
                 "",
@@ -194,10 +196,10 @@ def render_card(directory: str | Path) -> str:
                 from lensnet.crosssim import render_paired_sets
 
                 lines += ["", render_paired_sets(result["paired"], config.name)]
-        surveys = {label: row for label, row in (result.get("surveys") or {}).items()
-                   if row.get("weights_sha256") == current}
+        surveys = {label + (" (test-time augmentation)" if row.get("tta") else ""): row
+                   for label, row in (result.get("surveys") or {}).items() if row.get("weights_sha256") == current}
         if len(surveys) < len(result.get("surveys") or {}):
-            stale = sorted(set(result["surveys"]) - set(surveys))
+            stale = sorted(label for label, row in result["surveys"].items() if row.get("weights_sha256") != current)
             lines += ["", f"Not shown: {len(stale)} mock-survey row(s) not measured with these weights "
                       f"({', '.join(stale)}); record them again with `pipeline.against_truth --record`."]
         if surveys:

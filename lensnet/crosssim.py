@@ -252,28 +252,26 @@ def record_survey(directory: str | Path, label: str, row: dict[str, Any], detail
 def record(directory: str | Path, report: dict[str, Any], command: str, data: Sequence[Any]) -> Path:
     """Write ``evaluation.json`` beside a checkpoint (the model card reads it).
 
-    Survey rows recorded earlier by ``pipeline.against_truth`` are kept if they were measured with
-    the same weights as ``report`` and dropped otherwise (their numbers describe other weights):
-    :func:`stale_surveys` names them beforehand.
+    Survey rows recorded earlier by ``pipeline.against_truth`` are kept; the model card shows
+    only those measured with the weights beside it (:func:`stale_surveys` names the others).
     """
     path = Path(directory) / EVALUATION_FILE
     content = {**report, "command": command, "data": list(data),
                "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    if path.is_file():  # keep the surveys recorded by pipeline.against_truth with these weights
-        weights = (report.get("model") or {}).get("weights_sha256")
-        surveys = {label: row for label, row in (json.loads(path.read_text()).get("surveys") or {}).items()
-                   if row.get("weights_sha256") == weights}
+    if path.is_file():  # keep the surveys recorded by pipeline.against_truth
+        surveys = json.loads(path.read_text()).get("surveys")
         if surveys:
             content["surveys"] = surveys
     path.write_text(json.dumps(content, indent=2, allow_nan=False, default=_json_default) + "\n")
     return path
 
 
-def stale_surveys(directory: str | Path, weights_sha256: str) -> list[str]:
-    """Labels of the survey rows in ``evaluation.json`` measured with other weights (or unknown ones)."""
+def stale_surveys(directory: str | Path, weights_sha256: str | None) -> list[str]:
+    """Labels of the survey rows in ``evaluation.json`` not measured with these weights (other or unknown ones)."""
     path = Path(directory) / EVALUATION_FILE
     surveys = (json.loads(path.read_text()).get("surveys") or {}) if path.is_file() else {}
-    return [label for label, row in surveys.items() if row.get("weights_sha256") != weights_sha256]
+    return [label for label, row in surveys.items()
+            if weights_sha256 is None or row.get("weights_sha256") != weights_sha256]
 
 
 def _json_default(value: Any) -> Any:

@@ -500,11 +500,12 @@ def evaluate_sets(model: str | Path, specs: Sequence[str | dict | list], out: st
         Path(out, "cross_simulator.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
         Path(out, "cross_simulator.md").write_text(crosssim.render_tables(report) + "\n")
     if record:
+        path = crosssim.record(loaded.path, report, command, list(specs))
         stale = crosssim.stale_surveys(loaded.path, loaded.weights_sha256)
         if stale:
-            print(f"dropping {len(stale)} survey row(s) measured with other weights: {', '.join(stale)} "
-                  "(record them again with pipeline.against_truth --record)", file=sys.stderr)
-        path = crosssim.record(loaded.path, report, command, list(specs))
+            print(f"kept but not shown in the model card: {len(stale)} survey row(s) not measured with these "
+                  f"weights: {', '.join(stale)} (score and record them again: run_survey.py --rescore, "
+                  "pipeline.against_truth --record)", file=sys.stderr)
         print(f"recorded: {path}")
     return report
 

@@ -82,7 +82,7 @@ def by_kind(truth: pd.DataFrame, scores: np.ndarray, threshold: float) -> list[d
         rings = sane & (truth["arc_azimuth_fraction"].to_numpy(np.float64) >= COMPLETE_RING_AZIMUTH)
         rows.append(_row("complete rings", above[rings], SANITY_LENS_TARGET, "at_least"))
         if "source_red" in truth:
-            red = sane & truth["source_red"].fillna(False).to_numpy().astype(bool)
+            red = sane & truth["source_red"].astype("boolean").fillna(False).to_numpy(dtype=bool)
             rows.append(_row("red sources", above[red], SANITY_LENS_TARGET, "at_least"))
     if "kind" not in truth:
         is_lens = truth["is_lens"].to_numpy().astype(bool)

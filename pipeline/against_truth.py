@@ -47,27 +47,34 @@ def trained_objects(adapted: str | Path) -> set:
     return set(pd.read_parquet(path, columns=["object_id"])["object_id"].tolist())
 
 
-def weights_for_record(candidates: str | Path, checkpoint: str | Path) -> str:
-    """The sha256 of ``checkpoint``'s weights, if the run was scored by exactly those weights.
+def weights_for_record(candidates: str | Path, checkpoint: str | Path) -> tuple[Path, str]:
+    """``checkpoint``'s directory and the sha256 of its weights, if the run was scored by exactly those.
 
-    A recorded row lands in that checkpoint's model card; a run scored by an ensemble or by
-    other weights would put another model's numbers there, so it raises ``ValueError``.
+    A recorded row lands in that checkpoint's model card; a run scored by an ensemble, by other
+    weights, or whose catalogue does not say, would put unknown numbers there: ``ValueError``.
     """
     from catalogs.io import read_provenance
 
     directory = resolve_checkpoint(checkpoint)
     expected = sha256_of(directory / WEIGHTS_FILE)
-    provenance = read_provenance(candidates)
+    rescore = f"score it with this checkpoint first (run_survey.py --rescore RUN --model {checkpoint})"
+    try:
+        provenance = read_provenance(candidates)
+    except KeyError:
+        raise ValueError(f"--record {checkpoint}: {candidates} does not say which weights scored it; "
+                         f"{rescore}") from None
     if provenance.get("models"):
         raise ValueError(f"--record {checkpoint}: the run was scored by an ensemble of "
                          f"{len(provenance['models'])} models, not by this checkpoint alone")
-    scored = (provenance.get("model") or {}).get("weights_sha256")
+    model = provenance.get("model") or {}
+    scored = model.get("weights_sha256")
+    if scored is None:
+        raise ValueError(f"--record {checkpoint}: the run's catalogue predates recorded weight hashes; {rescore}")
     if scored != expected:
-        raise ValueError(f"--record {checkpoint}: the run was scored by weights sha256 {str(scored)[:12]}… "
-                         f"({(provenance.get('model') or {}).get('checkpoint', 'unknown checkpoint')}), but "
-                         f"{directory} holds {expected[:12]}…; score it with this checkpoint first "
-                         f"(run_survey.py --rescore RUN --model {checkpoint})")
-    return expected
+        raise ValueError(f"--record {checkpoint}: the run was scored by weights sha256 {scored[:12]}… "
+                         f"({model.get('checkpoint', 'unknown checkpoint')}), but {directory} holds "
+                         f"{expected[:12]}…; {rescore}")
+    return directory, expected
 
 
 def _joined(candidates: str | Path, truth: str | Path, exclude: set | None) -> pd.DataFrame:
@@ -260,7 +267,6 @@ def main(argv: list[str] | None = None) -> int:
                              "over it on the same objects, with paired bootstrap intervals of the difference")
     args = parser.parse_args(argv)
     try:
-        weights = weights_for_record(RunLayout(args.run).candidates, args.record) if args.record else None
         exclude = trained_objects(args.exclude_trained) if args.exclude_trained else None
         row = measure(RunLayout(args.run).candidates, args.truth, args.bootstrap, exclude)
     except (OSError, ValueError, KeyError) as error:
@@ -287,22 +293,28 @@ def main(argv: list[str] | None = None) -> int:
         row["selection_function_comparison"] = compare_selection(RunLayout(args.run).candidates, args.truth,
                                                                  args.selection_function, exclude)
         print(render_selection(row["selection_function_comparison"]))
+    from lensnet.evaluate import json_safe
+
+    if args.json:  # written first: a refused --record loses nothing measured
+        Path(args.json).write_text(json.dumps(json_safe(row), indent=2) + "\n")
     if args.record:
-        from lensnet.evaluate import json_safe
+        try:
+            directory, weights = weights_for_record(RunLayout(args.run).candidates, args.record)
+        except (OSError, ValueError) as error:
+            print(f"python -m pipeline.against_truth: error: {error}", file=sys.stderr)
+            return 2
+        from catalogs.io import read_provenance
 
         label = args.label or Path(args.truth).resolve().parent.name
         summary = {key: row[key] for key in ("n", "n_lenses", "auroc", "tpr0", "tpr10", "completeness_bright_at_fpr",
                                               "completeness_bright_at_threshold", "fpr_at_threshold", "sanity",
                                               "threshold") if key in row}
+        tta = bool((read_provenance(RunLayout(args.run).candidates).get("settings") or {}).get("tta"))
         command = "python -m pipeline.against_truth " + " ".join(argv if argv is not None else sys.argv[1:])
-        path = crosssim.record_survey(args.record, label, json_safe(summary), {
+        path = crosssim.record_survey(directory, label, json_safe(summary), {
             "description": args.description, "command": command, "run": str(Path(args.run).resolve()),
-            "weights_sha256": weights})
+            "weights_sha256": weights, "tta": tta})
         print(f"recorded: {path}")
-    if args.json:
-        from lensnet.evaluate import json_safe
-
-        Path(args.json).write_text(json.dumps(json_safe(row), indent=2) + "\n")
     return 0
 
 

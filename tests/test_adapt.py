@@ -464,13 +464,16 @@ def test_a_run_is_measured_against_its_truth_table(finished_run, tiny_survey, ti
     shutil.copytree(_tiny_checkpoint(tmp_path), other)
     capsys.readouterr()
     assert against_truth_main([str(finished_run), str(tiny_survey.truth_path), "--bootstrap", "20", "--record",
-                               str(other)]) == 2
+                               str(other), "--json", str(tmp_path / "refused.json")]) == 2
     assert "the run was scored by weights sha256" in capsys.readouterr().err
     assert not (other / "evaluation.json").exists()
+    assert json.loads((tmp_path / "refused.json").read_text())["n"] == len(joined)  # measured, not lost
     model = tmp_path / "model"
     shutil.copytree(tiny_model, model)
+    # the checkpoint named by its weights file: recorded into its folder
     assert against_truth_main([str(finished_run), str(tiny_survey.truth_path), "--bootstrap", "20", "--record",
-                               str(model), "--label", "tiny mock", "--description", "A tiny mock survey."]) == 0
+                               str(model / "model.safetensors"), "--label", "tiny mock",
+                               "--description", "A tiny mock survey."]) == 0
     from lensnet.checkpoint import sha256_of
 
     recorded = json.loads((model / "evaluation.json").read_text())["surveys"]["tiny mock"]
@@ -478,6 +481,26 @@ def test_a_run_is_measured_against_its_truth_table(finished_run, tiny_survey, ti
     card = render_card(model)
     assert "## Mock surveys through run_survey.py" in card and "| tiny mock |" in card
     assert "A tiny mock survey." in card
+    assert recorded["tta"] is False
+    # catalogues that cannot say which one model scored them are refused too
+    import pyarrow.parquet as pq
+
+    from catalogs.io import PROVENANCE_KEY
+    from pipeline.against_truth import weights_for_record
+
+    table = pq.read_table(finished_run / "candidates.parquet")
+    provenance = json.loads(table.schema.metadata[PROVENANCE_KEY])
+    for name, changed, message in [
+        ("ensemble", {**provenance, "models": [{}, {}]}, "an ensemble of 2 models"),
+        ("unhashed", {**provenance, "model": {"checkpoint": "x"}}, "predates recorded weight hashes"),
+        ("bare", None, "does not say which weights scored it"),
+    ]:
+        metadata = {key: value for key, value in table.schema.metadata.items() if key != PROVENANCE_KEY}
+        if changed is not None:
+            metadata[PROVENANCE_KEY] = json.dumps(changed).encode()
+        pq.write_table(table.replace_schema_metadata(metadata), tmp_path / f"{name}.parquet")
+        with pytest.raises(ValueError, match=message):
+            weights_for_record(tmp_path / f"{name}.parquet", model)
     # new weights in the same folder: the row describes the old ones and leaves the card
     shutil.copy(other / "model.safetensors", model / "model.safetensors")
     card = render_card(model)

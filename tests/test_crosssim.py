@@ -56,6 +56,10 @@ def test_sanity_rows_count_each_kind_against_its_target():
     red = {row["group"]: row for row in red}
     assert list(red)[:4] == ["sanity lenses", "complete rings", "red sources", "lens"]
     assert red["red sources"]["n"] == 2 and red["red sources"]["n_above"] == 1
+    # non-lenses without the column's value (NaN in a float column) are simply not red
+    floats = truth.assign(source_red=[1.0, 0.0, 0.0, 1.0] + [np.nan] * 5)
+    red = {row["group"]: row for row in sanity.by_kind(floats, scores, threshold=0.5)}
+    assert red["red sources"]["n"] == 1 and red["red sources"]["n_above"] == 1
     assert rows["lens"]["n_above"] == 3 and rows["lens"]["target"] is None
     assert rows["ring"]["share_above"] == pytest.approx(1 / 3) and rows["ring"]["meets_target"] is False
     assert rows["spiral"]["share_above"] == 0.0 and rows["spiral"]["meets_target"] is True
@@ -135,14 +139,21 @@ def test_evaluating_several_sets_side_by_side_and_recording_them(checkpoint, toy
     assert "## Cross-simulator evaluation" in card and "| other |" in card
     # survey rows of these weights survive a new evaluation; rows of other weights are dropped, and said so
     weights = recorded["model"]["weights_sha256"]
-    row = {"n": 1, "description": "", "command": ""}
+    row = {**recorded["sets"]["data"], "description": "", "command": ""}
     crosssim.record_survey(model, "mine", row, {"weights_sha256": weights})
     crosssim.record_survey(model, "older", row, {"weights_sha256": "0" * 64})
     assert crosssim.stale_surveys(model, weights) == ["older"]
+    crosssim.record_survey(model, "unknown", row, {})  # recorded before weights were hashed
+    assert crosssim.stale_surveys(model, weights) == ["older", "unknown"]
     assert main(["--model", str(model), "--data", str(toy_data), "--bootstrap", "30", "--threads", "1",
                  "--no-plots", "--record"]) == 0
-    assert "dropping 1 survey row(s) measured with other weights: older" in capsys.readouterr().err
-    assert set(json.loads((model / crosssim.EVALUATION_FILE).read_text())["surveys"]) == {"mine"}
+    assert "not shown in the model card: 2 survey row(s) not measured with these weights: older, unknown" in \
+        capsys.readouterr().err
+    # kept (a survey run is costly to remake), but the card shows only this model's own row
+    assert set(json.loads((model / crosssim.EVALUATION_FILE).read_text())["surveys"]) == {"mine", "older", "unknown"}
+    card = render_card(model)
+    assert "| mine |" in card and "| older |" not in card and "| unknown |" not in card
+    assert "Not shown: 2 mock-survey row(s) not measured with these weights (older, unknown)" in card
     # weights replaced after the evaluation: the card says its tables describe other weights
     from safetensors.torch import load_file, save_file
 
