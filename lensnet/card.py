@@ -196,10 +196,13 @@ def render_card(directory: str | Path) -> str:
                 from lensnet.crosssim import render_paired_sets
 
                 lines += ["", render_paired_sets(result["paired"], config.name)]
+        from lensnet.crosssim import stale_labels
+
+        recorded = result.get("surveys") or {}
+        stale = sorted(stale_labels(recorded, current))
         surveys = {label + (" (test-time augmentation)" if row.get("tta") else ""): row
-                   for label, row in (result.get("surveys") or {}).items() if row.get("weights_sha256") == current}
-        if len(surveys) < len(result.get("surveys") or {}):
-            stale = sorted(label for label, row in result["surveys"].items() if row.get("weights_sha256") != current)
+                   for label, row in recorded.items() if label not in stale}
+        if stale:
             lines += ["", f"Not shown: {len(stale)} mock-survey row(s) not measured with these weights "
                       f"({', '.join(stale)}); record them again with `pipeline.against_truth --record`."]
         if surveys:

@@ -266,12 +266,16 @@ def record(directory: str | Path, report: dict[str, Any], command: str, data: Se
     return path
 
 
-def stale_surveys(directory: str | Path, weights_sha256: str | None) -> list[str]:
-    """Labels of the survey rows in ``evaluation.json`` not measured with these weights (other or unknown ones)."""
-    path = Path(directory) / EVALUATION_FILE
-    surveys = (json.loads(path.read_text()).get("surveys") or {}) if path.is_file() else {}
+def stale_labels(surveys: dict[str, dict[str, Any]], weights_sha256: str | None) -> list[str]:
+    """Labels of the survey rows not measured with these weights (other or unknown ones)."""
     return [label for label, row in surveys.items()
             if weights_sha256 is None or row.get("weights_sha256") != weights_sha256]
+
+
+def stale_surveys(directory: str | Path, weights_sha256: str | None) -> list[str]:
+    """:func:`stale_labels` of the survey rows in a checkpoint's ``evaluation.json``."""
+    path = Path(directory) / EVALUATION_FILE
+    return stale_labels((json.loads(path.read_text()).get("surveys") or {}) if path.is_file() else {}, weights_sha256)
 
 
 def _json_default(value: Any) -> Any:

@@ -46,8 +46,8 @@ from lensnet.data import StampSet, stamp_set_from_spec
 from lensnet.evaluate import evaluation_report, predict_logits
 from lensnet.preprocess import normalise
 
-__all__ = ["TrainConfig", "check_config", "config_from_mapping", "evaluation_report", "fold_directory", "holdout_split", "jsonable",
-           "kfold_split", "predict_logits", "summarise_folds", "train"]
+__all__ = ["TrainConfig", "check_config", "config_from_mapping", "evaluation_report", "fold_directory", "holdout_split",
+           "jsonable", "kfold_split", "predict_logits", "summarise_folds", "train"]
 
 #: Per-fold file written when a fold has finished training; ``cv_summary.json`` collects them.
 FOLD_RESULT_FILE = "validation.json"

@@ -47,8 +47,9 @@ def trained_objects(adapted: str | Path) -> set:
     return set(pd.read_parquet(path, columns=["object_id"])["object_id"].tolist())
 
 
-def weights_for_record(candidates: str | Path, checkpoint: str | Path) -> tuple[Path, str]:
-    """``checkpoint``'s directory and the sha256 of its weights, if the run was scored by exactly those.
+def weights_for_record(candidates: str | Path, checkpoint: str | Path) -> tuple[Path, str, bool]:
+    """``checkpoint``'s directory, the sha256 of its weights, and whether the run averaged test-time
+    augmentations, if the run was scored by exactly those weights.
 
     A recorded row lands in that checkpoint's model card; a run scored by an ensemble, by other
     weights, or whose catalogue does not say, would put unknown numbers there: ``ValueError``.
@@ -74,7 +75,7 @@ def weights_for_record(candidates: str | Path, checkpoint: str | Path) -> tuple[
         raise ValueError(f"--record {checkpoint}: the run was scored by weights sha256 {scored[:12]}… "
                          f"({model.get('checkpoint', 'unknown checkpoint')}), but {directory} holds "
                          f"{expected[:12]}…; {rescore}")
-    return directory, expected
+    return directory, expected, bool((provenance.get("settings") or {}).get("tta"))
 
 
 def _joined(candidates: str | Path, truth: str | Path, exclude: set | None) -> pd.DataFrame:
@@ -299,17 +300,14 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps(json_safe(row), indent=2) + "\n")
     if args.record:
         try:
-            directory, weights = weights_for_record(RunLayout(args.run).candidates, args.record)
+            directory, weights, tta = weights_for_record(RunLayout(args.run).candidates, args.record)
         except (OSError, ValueError) as error:
             print(f"python -m pipeline.against_truth: error: {error}", file=sys.stderr)
             return 2
-        from catalogs.io import read_provenance
-
         label = args.label or Path(args.truth).resolve().parent.name
         summary = {key: row[key] for key in ("n", "n_lenses", "auroc", "tpr0", "tpr10", "completeness_bright_at_fpr",
                                               "completeness_bright_at_threshold", "fpr_at_threshold", "sanity",
                                               "threshold") if key in row}
-        tta = bool((read_provenance(RunLayout(args.run).candidates).get("settings") or {}).get("tta"))
         command = "python -m pipeline.against_truth " + " ".join(argv if argv is not None else sys.argv[1:])
         path = crosssim.record_survey(directory, label, json_safe(summary), {
             "description": args.description, "command": command, "run": str(Path(args.run).resolve()),
