@@ -46,8 +46,8 @@ from lensnet.data import StampSet, stamp_set_from_spec
 from lensnet.evaluate import evaluation_report, predict_logits
 from lensnet.preprocess import normalise
 
-__all__ = ["TrainConfig", "check_config", "config_from_mapping", "evaluation_report", "fold_directory", "holdout_split",
-           "jsonable", "kfold_split", "predict_logits", "summarise_folds", "train"]
+__all__ = ["TrainConfig", "check_config", "config_from_mapping", "drop_faint_lenses", "evaluation_report",
+           "fold_directory", "holdout_split", "jsonable", "kfold_split", "predict_logits", "summarise_folds", "train"]
 
 #: Per-fold file written when a fold has finished training; ``cv_summary.json`` collects them.
 FOLD_RESULT_FILE = "validation.json"
@@ -83,6 +83,7 @@ class TrainConfig:
     stop_after_epochs: int | None = None
     patience: int | None = None
     limit: int | None = None
+    train_arc_snr_min: float = 0.0
     threads: int | None = None
     name: str = ""
     folds: int = 1
@@ -107,6 +108,31 @@ def prepare_inputs(stamps: np.ndarray, config: TrainConfig) -> torch.Tensor:
                              **config.normalisation_params)
         inputs[start : start + len(chunk)] = torch.from_numpy(chunk)
     return inputs
+
+
+def drop_faint_lenses(data: StampSet, arc_snr_min: float) -> StampSet:
+    """``data`` without the lenses whose truth ``arc_snr`` is below ``arc_snr_min`` (no-op at 0).
+
+    A lens whose arcs are buried in the noise can only be told from a non-lens by its deflector,
+    so training on it labels plain massive galaxies as lenses: a cue real surveys do not share.
+    The number left out is recorded in ``data.attrs["faint_lenses_left_out"]``.
+
+    Raises:
+        ValueError: a positive ``arc_snr_min`` for data whose truth has no ``arc_snr`` column.
+    """
+    if arc_snr_min <= 0:
+        return data
+    if "arc_snr" not in data.truth:
+        raise ValueError(f"train_arc_snr_min {arc_snr_min:g} needs an arc_snr column in the training truth "
+                         "(simulated stamp sets have one); set it to 0 for these data")
+    lenses = data.labels.astype(bool)
+    faint = lenses & ~(data.truth["arc_snr"].to_numpy(np.float64) >= arc_snr_min)  # NaN S/N counts as faint
+    keep, n_faint = np.flatnonzero(~faint), int(np.count_nonzero(faint))
+    print(f"train_arc_snr_min {arc_snr_min:g}: leaving out {n_faint} of {int(np.count_nonzero(lenses))} lenses",
+          flush=True)
+    attrs = {**data.attrs, "faint_lenses_left_out": n_faint, "train_arc_snr_min": float(arc_snr_min)}
+    return StampSet(stamps=data.stamps[keep], truth=data.truth.iloc[keep].reset_index(drop=True),
+                    bands=data.bands, attrs=attrs)
 
 
 def holdout_split(n: int, validation_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -162,7 +188,7 @@ def train(config: TrainConfig, command: str | None = None) -> Path:
     if config.threads:
         torch.set_num_threads(config.threads)
     # Data first: simulating in worker processes must happen before CUDA is initialised.
-    data = stamp_set_from_spec(config.data, config.limit)
+    data = drop_faint_lenses(stamp_set_from_spec(config.data, config.limit), config.train_arc_snr_min)
     test = stamp_set_from_spec(config.test_data) if config.test_data is not None else None
     if config.init_from:
         bands = load_config(config.init_from).bands
@@ -190,12 +216,14 @@ def train(config: TrainConfig, command: str | None = None) -> Path:
 
 
 def check_config(config: TrainConfig) -> None:
-    """Raise ``ValueError`` for settings that cannot train: folds, patience, an unknown architecture
+    """Raise ``ValueError`` for settings that cannot train: folds, patience, a negative arc S/N cut, an unknown architecture
     or normalisation (those two only when not taken from ``init_from``)."""
     if config.folds < 1 or (config.fold is not None and not 0 <= config.fold < config.folds):
         raise ValueError(f"need folds >= 1 and 0 <= fold < folds; got folds={config.folds}, fold={config.fold}")
     if config.folds == 1 and config.fold is not None:
         raise ValueError("--fold needs --folds K with K >= 2")
+    if not config.train_arc_snr_min >= 0:
+        raise ValueError(f"train_arc_snr_min must be >= 0; got {config.train_arc_snr_min}")
     if config.patience is not None and config.patience < 1:
         raise ValueError(f"--patience must be at least 1 epoch; got {config.patience}")
     if not config.init_from:
@@ -553,6 +581,8 @@ FIELD_HELP: dict[str, str] = {
     "stop_after_epochs": "stop after this many epochs in this invocation (resume later, e.g. before a walltime)",
     "patience": "stop once the validation loss has not improved for this many epochs",
     "limit": "use only the first N stamps of a data directory", "threads": "PyTorch CPU threads",
+    "train_arc_snr_min": "leave out of training and validation the lenses whose truth arc_snr is below this "
+                         "(arcs no one could see; 0 keeps every lens); the test sets keep them",
     "name": "model name recorded in config.json (default: the --out directory's name)",
     "folds": "k-fold cross-validation: train K models, each validated on its own fold",
     "fold": "with --folds: train only this fold (0-based)",

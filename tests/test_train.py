@@ -157,3 +157,37 @@ def test_train_refuses_an_unknown_architecture_before_loading_data(tmp_path, cap
     assert train_main(["--data", "{simulate: {profile: ground-gri, n: 4, seed: 1}}", "--out", str(tmp_path / "o"),
                        "--normalisation", "nope"]) == 2
     assert "unknown normalisation" in capsys.readouterr().err
+
+
+def test_drop_faint_lenses_leaves_out_only_lenses_below_the_cut_and_keeps_stamps_aligned():
+    from lensnet.data import StampSet
+    from lensnet.train import drop_faint_lenses
+
+    truth = pd.DataFrame({"is_lens": [True, True, True, False, True, False],
+                          "arc_snr": [5.0, 10.0, np.nan, np.nan, 300.0, 2.0], "tag": list("abcdef")})
+    stamps = np.arange(6, dtype=np.float32)[:, None, None, None] * np.ones((6, 3, 4, 4), np.float32)
+    data = StampSet(stamps=stamps, truth=truth, bands=["g", "r", "i"], attrs={"profile": "ground-gri"})
+    assert drop_faint_lenses(data, 0.0) is data
+    kept = drop_faint_lenses(data, 10.0)
+    # the S/N-5 lens and the lens without an S/N go; every non-lens stays, whatever its arc_snr
+    assert kept.truth["tag"].tolist() == ["b", "d", "e", "f"]
+    assert kept.stamps[:, 0, 0, 0].tolist() == [1.0, 3.0, 4.0, 5.0]
+    assert kept.labels.tolist() == [1.0, 0.0, 1.0, 0.0]
+    assert kept.attrs == {"profile": "ground-gri", "faint_lenses_left_out": 2, "train_arc_snr_min": 10.0}
+    with pytest.raises(ValueError, match="needs an arc_snr column"):
+        drop_faint_lenses(StampSet(stamps=stamps, truth=truth.drop(columns="arc_snr"), bands=[], attrs={}), 1.0)
+
+
+def test_training_with_an_arc_snr_cut_trains_on_the_visible_lenses_and_says_so(tmp_path):
+    data = write_stamp_set(tmp_path / "data", n=64)
+    truth = pd.read_parquet(data / "truth.parquet")
+    truth.loc[truth.index[truth["is_lens"]][:8], "arc_snr"] = 3.0  # 8 of the 32 lenses too faint to see
+    truth.to_parquet(data / "truth.parquet")
+    out = train(TrainConfig(data=str(data), out=str(tmp_path / "model"), architecture="lensresnet-tiny", epochs=1,
+                            batch_size=16, validation_fraction=0.25, threads=1, train_arc_snr_min=10.0))
+    training = load_model(out).config.training
+    assert training["data"]["n_train"] + training["data"]["n_val"] == 56
+    assert training["data"]["faint_lenses_left_out"] == 8
+    assert training["recipe"]["train_arc_snr_min"] == 10.0
+    with pytest.raises(ValueError, match="train_arc_snr_min must be >= 0"):
+        train(TrainConfig(data=str(data), out=str(tmp_path / "bad"), train_arc_snr_min=-1.0))
