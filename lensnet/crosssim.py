@@ -134,7 +134,9 @@ def paired_difference(labels: np.ndarray, baseline: np.ndarray, logits: np.ndarr
 
 
 def render_paired(comparison: dict[str, Any], baseline: str, label: str) -> str:
-    """The paired comparison as one Markdown table."""
+    """The paired comparison as one Markdown table (two models of one name get "baseline"/"measured" tags)."""
+    if baseline == label:
+        baseline, label = f"{baseline} (baseline)", f"{label} (measured)"
     lines = [f"| on the same {comparison['n']:,} objects ({comparison['n_lenses']} lenses) | {baseline} | {label} | "
              "difference [95%, paired] | resamples with a gain |", "|---|---|---|---|---|"]
     names = {"auroc": "AUROC", "auroc_visible": f"AUROC, visible lenses θE>1″, S/N>20 ({comparison.get('n_visible')})",

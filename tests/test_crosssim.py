@@ -220,6 +220,9 @@ def test_the_visible_lenses_auroc_counts_only_those_lenses_against_every_non_len
     assert paired["auroc_visible"]["value"] == pytest.approx(auroc(labels[keep], logits[keep]))
     assert paired["auroc_visible"]["interval_95"][0] > 0 and paired["n_visible"] == 40
     assert "AUROC, visible lenses θE>1″, S/N>20 (40)" in crosssim.render_paired(paired, "parent", "adapted")
+    # a retrained model keeps its parent's name: the columns must still say which is which
+    header = crosssim.render_paired(paired, "default", "default").splitlines()[0]
+    assert "| default (baseline) | default (measured) |" in header
     truth = pd.DataFrame({"is_lens": [True, True, True, False], "arc_snr": [30.0, 30.0, 5.0, np.nan],
                           "theta_e_arcsec": [1.5, 0.8, 2.0, np.nan]})
     assert crosssim.visible_lenses(truth).tolist() == [True, False, False, False]
