@@ -56,12 +56,16 @@ test-slurm: $(VENV)/.installed-test  ## the tests that need SLURM (start it with
 demo: $(VENV)/.installed  ## mock survey -> run_survey.py -> ranked catalogue, with AUROC vs truth
 	$(PY) run_survey.py --demo --out $(DEMO_DIR)
 
-# Two stages: population1 (both simulators' population 1), then the default fine-tuned from it on
-# population 2. TRAIN_OUT=DIR writes DIR/population1 and DIR/default instead of the shipped ones.
+# Three stages: population1 (both simulators' population 1), population2 fine-tuned from it on
+# population 2, then the default fine-tuned from that on population 2's visible lenses.
+# TRAIN_OUT=DIR writes DIR/population1, DIR/population2 and DIR/default instead of the shipped ones.
 STAGE1_OUT = $(if $(TRAIN_OUT),$(TRAIN_OUT)/population1,lensnet/weights/population1)
-train-default: $(VENV)/.installed  ## retrain the shipped default model from its recorded recipes (both stages)
+STAGE2_OUT = $(if $(TRAIN_OUT),$(TRAIN_OUT)/population2,lensnet/weights/population2)
+train-default: $(VENV)/.installed  ## retrain the shipped default model from its recorded recipes (three stages)
 	$(PY) -m lensnet.train --config lensnet/weights/population1/train.yaml --out $(STAGE1_OUT) --resume
-	$(PY) -m lensnet.train --config lensnet/weights/default/train.yaml --init-from $(STAGE1_OUT) \
+	$(PY) -m lensnet.train --config lensnet/weights/population2/train.yaml --init-from $(STAGE1_OUT) \
+		--out $(STAGE2_OUT) --resume
+	$(PY) -m lensnet.train --config lensnet/weights/default/train.yaml --init-from $(STAGE2_OUT) \
 		--out $(if $(TRAIN_OUT),$(TRAIN_OUT)/default,lensnet/weights/default) --resume
 
 GPU_OUT ?= runs/gpu-population2

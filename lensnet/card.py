@@ -53,17 +53,34 @@ def _populations(data: object) -> list[str]:
     return ["- Simulated " + " and ".join(described.get(p, f"population {p}") for p in populations) + "."]
 
 
+def _shipped_with_weights(sha256: str) -> str | None:
+    """The shipped model whose weights have this sha256, if any."""
+    from lensnet.checkpoint import SHIPPED_DIR, load_model
+
+    for directory in sorted(SHIPPED_DIR.iterdir()):
+        if (directory / "config.json").is_file() and load_model(directory).weights_sha256 == sha256:
+            return directory.name
+    return None
+
+
 def _parent(recipe: dict, training: dict) -> list[str]:
-    """The recipe line naming the checkpoint a fine-tuned model started from."""
+    """The recipe line naming the checkpoint a fine-tuned model started from (and, when that was a copy
+    of a model shipped here, which one, found by its weights)."""
     name = recipe.get("init_from")
     if not name:
         return []
     from lensnet.checkpoint import SHIPPED_DIR
 
     parent = training.get("parent", {})
-    digest = f" (weights sha256 {parent['weights_sha256'][:12]}…)" if parent.get("weights_sha256") else ""
-    card = (f"; its card: `lensnet/weights/{name}/MODEL_CARD.md`"
-            if (SHIPPED_DIR / str(name) / "MODEL_CARD.md").is_file() else "")
+    shipped = str(name) if "/" not in str(name) and (SHIPPED_DIR / str(name)).is_dir() else None
+    notes = [f"weights sha256 {parent['weights_sha256'][:12]}…"] if parent.get("weights_sha256") else []
+    if shipped is None and parent.get("weights_sha256"):
+        shipped = _shipped_with_weights(parent["weights_sha256"])
+        if shipped:
+            notes.append(f"the weights shipped as `{shipped}`")
+    digest = f" ({', '.join(notes)})" if notes else ""
+    card = (f"; its card: `lensnet/weights/{shipped}/MODEL_CARD.md`"
+            if shipped and (SHIPPED_DIR / shipped / "MODEL_CARD.md").is_file() else "")
     return [f"- Fine-tuned from `{name}`{digest}{card}; the figures below are this model's own."]
 
 
@@ -79,9 +96,19 @@ def _reproduce(directory: Path, recipe: dict, history: list, training: dict) -> 
         return [f"- Reproduce: `{record['command']}` (simulate, train, evaluate); {describe_build(record)}."]
     if directory.resolve().parent == SHIPPED_DIR.resolve():
         return [f"- Reproduce: `make train-default`"
-                f"{' (the parent first, then this stage)' if recipe.get('init_from') else ''}"
+                f"{' (the stages it was fine-tuned from first, then this one)' if recipe.get('init_from') else ''}"
                 f"{_duration(history, training)}."]
     return [f"- Reproduce: the command above{_duration(history, training)}."]
+
+
+def _faint_lenses(recipe: dict, data: dict) -> list[str]:
+    """The line saying which lenses ``train_arc_snr_min`` kept out of training, if any."""
+    cut = recipe.get("train_arc_snr_min") or 0.0
+    if cut <= 0:
+        return []
+    return [f"- Lenses with arc S/N below {cut:g} left out of training and validation "
+            f"({data.get('faint_lenses_left_out', '?')} of them): no one could see their arcs, so they teach "
+            "deflector looks, not lensing; the held-out sets below keep every lens."]
 
 
 def _compact(data: object) -> str:
@@ -130,6 +157,7 @@ def render_card(directory: str | Path) -> str:
         f"- {training.get('data', {}).get('n_train', '?')} training and {training.get('data', {}).get('n_val', '?')} "
         "validation stamps; augmentation (dihedral symmetries, rotation, zoom 0.8–1.2, shifts) applied alike to "
         "both classes.",
+        *_faint_lenses(recipe, training.get("data", {})),
         "",
         "## Recipe",
         f"- {recipe.get('epochs')} epochs, batch {recipe.get('batch_size')}, AdamW (lr {recipe.get('learning_rate')}, "
