@@ -55,10 +55,10 @@ def _populations(data: object) -> list[str]:
 
 def _shipped_with_weights(sha256: str) -> str | None:
     """The shipped model whose weights have this sha256, if any."""
-    from lensnet.checkpoint import SHIPPED_DIR, load_model
+    from lensnet.checkpoint import SHIPPED_DIR
 
     for directory in sorted(SHIPPED_DIR.iterdir()):
-        if (directory / "config.json").is_file() and load_model(directory).weights_sha256 == sha256:
+        if (directory / WEIGHTS_FILE).is_file() and sha256_of(directory / WEIGHTS_FILE) == sha256:
             return directory.name
     return None
 
@@ -107,8 +107,7 @@ def _faint_lenses(recipe: dict, data: dict) -> list[str]:
     if cut <= 0:
         return []
     return [f"- Lenses with arc S/N below {cut:g} left out of training and validation "
-            f"({data.get('faint_lenses_left_out', '?')} of them): no one could see their arcs, so they teach "
-            "deflector looks, not lensing; the held-out sets below keep every lens."]
+            f"({data.get('faint_lenses_left_out', '?')} of them); the held-out sets below keep every lens."]
 
 
 def _compact(data: object) -> str:
