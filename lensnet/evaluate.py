@@ -18,6 +18,10 @@ computed exactly from the ranked logits with :mod:`lensnet.metrics`:
 ``--out DIR`` receives ``report.json``, ``summary.txt``, ``scores.parquet`` (truth plus
 logit and score per stamp) and the PNG plots of :mod:`lensnet.plots`.
 
+``--model a,b,...`` measures an ensemble exactly as ``run_survey.py --model a,b`` would
+score with it (:mod:`lensnet.scorer`): the mean of the members' probabilities, flagged at
+the mean of their thresholds; ``scores.parquet`` adds each member's ``logit_<name>``.
+
 Longer than the project's ~400-line guide: every number of an evaluation report is defined here,
 next to the others it is compared with; the side-by-side tables live in lensnet.crosssim.
 """
@@ -43,11 +47,12 @@ import yaml
 from scipy import stats
 
 from lensnet import crosssim, metrics, sanity
-from lensnet.checkpoint import LoadedModel, ModelConfig, load_model
+from lensnet.checkpoint import LoadedModel, ModelConfig
 from lensnet.data import StampSet, describe_spec, stamp_set_from_spec
 from lensnet.plots import format_summary, write_plots
 from lensnet.predict import forward_logits
 from lensnet.preprocess import normalise
+from lensnet.scorer import Scorer, split_models
 
 __all__ = [
     "DEFAULT_BINS",
@@ -330,6 +335,12 @@ def full_report(truth: pd.DataFrame, logits: np.ndarray, threshold: float, train
     return json_safe(report)
 
 
+def _add_member_logits(scores: pd.DataFrame, by_member: dict[str, np.ndarray] | None) -> None:
+    """An ensemble's scores.parquet also holds each member's logit, as ``logit_<name>``."""
+    for name, values in (by_member or {}).items():
+        scores[f"logit_{name}"] = values
+
+
 def json_safe(value: Any) -> Any:
     """Plain Python containers and numbers; NaN and infinities become None."""
     if isinstance(value, Mapping):
@@ -373,28 +384,36 @@ def _shares_simulation(spec: str | dict, config: ModelConfig) -> str | None:
 
 
 def _score(model: str | Path, data: str | dict | list, device: str, batch_size: int, limit: int | None,
-           tta: bool) -> tuple[LoadedModel, StampSet, np.ndarray, str | None, torch.device]:
-    """Load (or simulate) a stamp set, check it against the model and score it."""
+           tta: bool) -> tuple[Scorer, StampSet, np.ndarray, dict[str, np.ndarray], str | None, torch.device]:
+    """Load (or simulate) a stamp set, check it against the model(s) and score it.
+
+    Returns the scorer, the stamps, the (ensemble's) logits, each member's logits, whether
+    the data repeats a member's training data, and the device.
+    """
     stamp_set = stamp_set_from_spec(data, limit)  # simulate before CUDA is initialised
     chosen = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                           ("cpu" if device == "auto" else device))
-    loaded = load_model(model, device=chosen)
-    check_compatible(stamp_set, loaded.config)
-    overlap = next(filter(None, (_shares_simulation(member, loaded.config)
-                                 for member in (data if isinstance(data, list) else [data]))), None)
+    scorer = Scorer.load(model, device=chosen)
+    for member in scorer.members:
+        check_compatible(stamp_set, member.config)
+    overlap = next(filter(None, (_shares_simulation(part, member.config) for member in scorer.members
+                                 for part in (data if isinstance(data, list) else [data]))), None)
     if overlap:
-        print(f"warning: {describe_spec(data)} repeats (part of) the checkpoint's training data (same stamps): it is "
-              "not held-out data", file=sys.stderr)
-    return loaded, stamp_set, score_stamps(loaded, stamp_set.stamps, chosen, batch_size, tta=tta), overlap, chosen
+        print(f"warning: {describe_spec(data)} repeats (part of) the training data of {scorer.name} (same stamps): it "
+              "is not held-out data", file=sys.stderr)
+    by_member = scorer.member_logits(lambda member: score_stamps(member, stamp_set.stamps, chosen, batch_size, tta=tta))
+    return scorer, stamp_set, Scorer.combine(by_member), by_member, overlap, chosen
 
 
-def _write(out: Path, report: dict[str, Any], stamp_set: StampSet, logits: np.ndarray, plots: bool) -> dict[str, Any]:
+def _write(out: Path, report: dict[str, Any], stamp_set: StampSet, logits: np.ndarray, plots: bool,
+           by_member: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     if plots:
         report["plots"] = {name: path.name for name, path in write_plots(
             out, stamp_set.truth["is_lens"].to_numpy().astype(bool), logits, report).items()}
     scores = stamp_set.truth.copy()
     scores["logit"], scores["score"] = logits, _sigmoid(logits).astype(np.float32)
+    _add_member_logits(scores, by_member)
     scores.to_parquet(out / "scores.parquet")
     report = json_safe(report)
     (out / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False, default=str) + "\n")
@@ -408,7 +427,8 @@ def evaluate(model: str | Path, data: str | dict, out: str | Path | None = None,
     """Score a stamp set with a checkpoint, build the report and, with ``out``, write it.
 
     Args:
-        model: shipped model name or checkpoint directory.
+        model: shipped model name or checkpoint directory; ``"a,b"`` or a list of them: an ensemble
+            (:class:`lensnet.scorer.Scorer`).
         data: dataset directory or ``{"simulate": {...}}`` (see ``lensnet.data.stamp_set_from_spec``).
         out: output directory for report.json, summary.txt, scores.parquet and plots; None: none.
         settings: what to measure.
@@ -421,25 +441,25 @@ def evaluate(model: str | Path, data: str | dict, out: str | Path | None = None,
     """
     settings = settings or EvaluationSettings()
     started = time.perf_counter()
-    loaded, stamp_set, logits, overlap, chosen = _score(model, data, device, batch_size, limit, tta)
+    scorer, stamp_set, logits, by_member, overlap, chosen = _score(model, data, device, batch_size, limit, tta)
+    config = scorer.config
     missing = [column for column in settings.required_columns if column not in stamp_set.truth.columns]
     if missing:
         raise ValueError(f"--bins names column(s) {', '.join(missing)} that the truth table lacks; it has: "
                          f"{', '.join(map(str, stamp_set.truth.columns))}")
     report: dict[str, Any] = {
         "tta": tta,
-        "model": {"name": loaded.config.name, "path": str(loaded.path), "architecture": loaded.config.architecture,
-                  "weights_sha256": loaded.weights_sha256, "threshold": loaded.config.threshold,
-                  "train_prevalence": loaded.config.train_prevalence},
+        "model": {**scorer.describe(), "architecture": config.architecture, "threshold": config.threshold,
+                  "train_prevalence": config.train_prevalence},
         "data": {"spec": data, "attrs": stamp_set.attrs, "shares_simulation_with": overlap},
         "settings": asdict(settings),
-        **full_report(stamp_set.truth, logits, loaded.config.threshold, loaded.config.train_prevalence, settings),
+        **full_report(stamp_set.truth, logits, config.threshold, config.train_prevalence, settings),
     }
-    report["by_kind"] = sanity.by_kind(stamp_set.truth, _sigmoid(logits), loaded.config.threshold)
+    report["by_kind"] = sanity.by_kind(stamp_set.truth, _sigmoid(logits), config.threshold)
     report.update({"command": command, "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                    "device": str(chosen), "seconds": round(time.perf_counter() - started, 1)})
     if out is not None:
-        report = _write(Path(out), report, stamp_set, logits, plots)
+        report = _write(Path(out), report, stamp_set, logits, plots, by_member if scorer.is_ensemble else None)
     return json_safe(report)
 
 
@@ -457,20 +477,26 @@ def evaluate_sets(model: str | Path, specs: Sequence[str | dict | list], out: st
     intervals (:func:`lensnet.crosssim.paired_difference`).
     """
     settings = settings or EvaluationSettings()
+    if record and len(split_models(model)) > 1:
+        raise ValueError("--record writes beside one checkpoint, and an ensemble (--model a,b) has none; measure it "
+                         "with --out DIR instead")
     truths, logits, labels = [], [], []
-    loaded = None
+    scorer = None
     reference = None
     paired: dict[str, Any] = {}
     for spec in specs:
-        loaded, stamp_set, set_logits, _, chosen = _score(model, spec, device, batch_size, limit, tta)
+        scorer, stamp_set, set_logits, by_member, _, chosen = _score(model, spec, device, batch_size, limit, tta)
         label = describe_spec(spec)
         if baseline is not None:
             if reference is None:
-                reference = load_model(baseline, device=chosen)
-                check_compatible(stamp_set, reference.config)
+                reference = Scorer.load(baseline, device=chosen)
+                for member in reference.members:
+                    check_compatible(stamp_set, member.config)
             is_lens = stamp_set.truth["is_lens"].to_numpy().astype(bool)
             if is_lens.any() and not is_lens.all():
-                reference_logits = score_stamps(reference, stamp_set.stamps, chosen, batch_size, tta=tta)
+                reference_logits = Scorer.combine(reference.member_logits(
+                    lambda member, stamps=stamp_set.stamps, on=chosen: score_stamps(member, stamps, on, batch_size,
+                                                                                    tta=tta)))
                 paired[label] = crosssim.paired_difference(
                     is_lens, reference_logits, set_logits, crosssim.bright_lenses(stamp_set.truth),
                     fpr=settings.target_fpr, n_bootstrap=settings.n_bootstrap, seed=settings.seed,
@@ -486,22 +512,22 @@ def evaluate_sets(model: str | Path, specs: Sequence[str | dict | list], out: st
             directory.mkdir(parents=True, exist_ok=True)
             scores = stamp_set.truth.copy()
             scores["logit"], scores["score"] = set_logits, _sigmoid(set_logits).astype(np.float32)
+            _add_member_logits(scores, by_member if scorer.is_ensemble else None)
             scores.to_parquet(directory / "scores.parquet")
-    assert loaded is not None
-    report = crosssim.cross_report(truths, logits, labels, loaded.config.threshold, settings.n_bootstrap,
+    assert scorer is not None
+    report = crosssim.cross_report(truths, logits, labels, scorer.config.threshold, settings.n_bootstrap,
                                    settings.seed, settings.target_fpr)
-    report["model"] = {"name": loaded.config.name, "path": str(loaded.path),
-                       "weights_sha256": loaded.weights_sha256, "tta": tta}
+    report["model"] = {**scorer.describe(), "tta": tta}
     if reference is not None:
-        report["paired"] = {"baseline": {"name": reference.config.name, "checkpoint": str(baseline),
+        report["paired"] = {"baseline": {"name": reference.name, "checkpoint": str(baseline),
                                          "weights_sha256": reference.weights_sha256}, "sets": paired}
     report = json_safe(report)
     if out is not None:
         Path(out, "cross_simulator.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
         Path(out, "cross_simulator.md").write_text(crosssim.render_tables(report) + "\n")
     if record:
-        path = crosssim.record(loaded.path, report, command, list(specs))
-        stale = crosssim.stale_surveys(loaded.path, loaded.weights_sha256)
+        path = crosssim.record(scorer.path, report, command, list(specs))
+        stale = crosssim.stale_surveys(scorer.path, scorer.weights_sha256)
         if stale:
             print(f"kept but not shown in the model card: {len(stale)} survey row(s) not measured with these "
                   f"weights: {', '.join(stale)} (score and record them again: run_survey.py --rescore, "
@@ -532,15 +558,18 @@ def _parse_bins(items: Sequence[str]) -> dict[str, tuple[float, ...]]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m lensnet.evaluate", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="default", help="shipped model name or checkpoint directory")
+    parser.add_argument("--model", default="default",
+                        help="shipped model name or checkpoint directory; a,b,... scores with an ensemble, as "
+                             "run_survey.py --model a,b does (mean probability; threshold: the mean of the members')")
     parser.add_argument("--data", required=True, action="append",
                         help="dataset directory, or YAML/JSON '{simulate: {...}}' (or a file); repeat it to measure "
                              "several held-out sets side by side, e.g. one per simulation engine")
     parser.add_argument("--record", action="store_true",
                         help="write the side-by-side tables to evaluation.json beside the checkpoint (its model card "
                              "shows them)")
-    parser.add_argument("--baseline", help="another checkpoint to score the same stamps: the differences (AUROC, "
-                        "visible-lens AUROC, bright-lens completeness at --fpr) with paired bootstrap intervals")
+    parser.add_argument("--baseline", help="another checkpoint (or a,b,... ensemble) to score the same stamps: the "
+                        "differences (AUROC, visible-lens AUROC, bright-lens completeness at --fpr) with paired "
+                        "bootstrap intervals")
     parser.add_argument("--out", help="directory for report.json, summary.txt, scores.parquet and PNG plots")
     parser.add_argument("--beta", type=float, nargs="+", default=[metrics.BETA_BOM, metrics.BETA_WILDE],
                         help="F_beta weights (default sqrt(0.001), Bom et al.; and 0.03, Wilde et al.)")

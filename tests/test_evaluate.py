@@ -261,3 +261,65 @@ def test_a_misspelt_bin_column_is_an_error_not_ignored(checkpoint, toy_data, cap
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("python -m lensnet.evaluate: error:") and "theta_E" in err and "theta_e_arcsec" in err
     assert main(["--model", str(checkpoint), "--data", str(toy_data), "--bins", "theta_e_arcsec=a,b"]) == 2
+
+
+def _renamed_copy(checkpoint, directory, name, threshold=None, reverse=False):
+    """A copy of ``checkpoint`` named ``name`` (optionally another threshold, or every logit negated)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(checkpoint, directory)
+    config = json.loads((directory / "config.json").read_text())
+    config["name"] = name
+    if threshold is not None:
+        config["threshold"] = threshold
+    (directory / "config.json").write_text(json.dumps(config))
+    if reverse:
+        weights = load_file(directory / "model.safetensors")
+        last = [key for key, value in weights.items() if value.dim() == 2][-1]  # the last linear layer
+        for key in (last, last.replace("weight", "bias")):
+            weights[key] = -weights[key]
+        save_file(weights, directory / "model.safetensors")
+    return directory
+
+
+def test_an_ensemble_is_scored_by_mean_probability_at_the_mean_threshold(checkpoint, toy_data, tmp_path, capsys):
+    from lensnet.evaluate import evaluate
+
+    single = evaluate(checkpoint, str(toy_data), tmp_path / "single", plots=False)
+    twin = _renamed_copy(checkpoint, tmp_path / "twin", "twin", threshold=0.9)
+    reversed_model = _renamed_copy(checkpoint, tmp_path / "reversed", "reversed", reverse=True)
+
+    # Two members with the same logits: the ensemble ranks as either one, at the mean of their thresholds.
+    both = evaluate(f"{checkpoint},{twin}", str(toy_data), tmp_path / "both", plots=False)
+    own = load_model(checkpoint).config
+    assert both["model"]["name"] == f"{own.name}+twin" and len(both["model"]["members"]) == 2
+    assert both["model"]["threshold"] == pytest.approx((own.threshold + 0.9) / 2)
+    assert both["auroc"]["value"] == pytest.approx(single["auroc"]["value"])
+    scores = pd.read_parquet(tmp_path / "both" / "scores.parquet")
+    np.testing.assert_allclose(scores["logit"], scores[f"logit_{own.name}"], atol=1e-5)
+    np.testing.assert_allclose(scores["logit_twin"], scores[f"logit_{own.name}"], atol=1e-6)
+
+    # A model and its mirror image (p and 1 - p): the mean probability is 1/2 for every stamp.
+    mirrored = evaluate([str(checkpoint), str(reversed_model)], str(toy_data), tmp_path / "mirrored", plots=False)
+    np.testing.assert_allclose(pd.read_parquet(tmp_path / "mirrored" / "scores.parquet")["logit"], 0.0, atol=1e-5)
+    assert mirrored["auroc"]["value"] == pytest.approx(0.5)
+
+    # An ensemble as the baseline of a paired comparison; --record refused before anything is scored.
+    assert main(["--model", str(checkpoint), "--data", str(toy_data), "--baseline", f"{checkpoint},{reversed_model}",
+                 "--bootstrap", "10", "--threads", "1", "--no-plots", "--out", str(tmp_path / "paired")]) == 0
+    paired = json.loads((tmp_path / "paired" / "cross_simulator.json").read_text())["paired"]
+    assert paired["baseline"]["name"] == f"{own.name}+reversed"
+    assert next(iter(paired["sets"].values()))["auroc"]["baseline"] == pytest.approx(0.5)
+    capsys.readouterr()
+    assert main(["--model", f"{checkpoint},{twin}", "--data", str(toy_data), "--record"]) == 2
+    assert "an ensemble (--model a,b) has none" in capsys.readouterr().err
+    assert not (checkpoint / "evaluation.json").exists() or "twin" not in (checkpoint / "evaluation.json").read_text()
+
+
+def test_an_ensemble_refuses_two_members_of_one_name_and_an_empty_list(checkpoint, toy_data, capsys):
+    assert main(["--model", f"{checkpoint},{checkpoint}", "--data", str(toy_data), "--no-plots"]) == 2
+    assert "two models share a name" in capsys.readouterr().err
+    assert main(["--model", " , ", "--data", str(toy_data), "--no-plots"]) == 2
+    assert "--model names no model" in capsys.readouterr().err
