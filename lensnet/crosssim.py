@@ -10,7 +10,10 @@ sanity lenses) and reports, for each set and for all together:
   threshold giving exactly FPR ≤ 1% on that set, with its bootstrap interval, and at the
   checkpoint's own threshold with the FPR that threshold gives there;
 * the sanity table of :mod:`lensnet.sanity`: unmistakable lenses and every contaminant
-  kind at the checkpoint's threshold.
+  kind at the checkpoint's threshold;
+* AUROC by arc S/N (:data:`ARC_SNR_EDGES`): the lenses of each bin against every non-lens
+  of the set, which shows where a ranking fails (lenses whose arcs cannot be seen can only
+  be ranked by their deflector; a finder should rank the bright ones near 1).
 
 ``python -m lensnet.evaluate --model M --data A --data B [--record]`` runs it; with
 ``--record`` the result is written as ``evaluation.json`` beside the checkpoint, and the
@@ -35,6 +38,8 @@ EVALUATION_FILE = "evaluation.json"
 BRIGHT_CUTS = {"theta_e_arcsec": 1.4, "arc_snr": 20.0}
 #: Lenses a visual search would confirm (arc S/N > 20, θE above the seeing): ``auroc_visible``.
 VISIBLE_CUTS = {"theta_e_arcsec": 1.0, "arc_snr": 20.0}
+#: Bin edges of arc S/N (Lanusse et al. eq. 10) for ``auroc_by_arc_snr``; the last bin is open.
+ARC_SNR_EDGES = (0.0, 5.0, 10.0, 20.0, 50.0, 100.0)
 
 
 def bright_lenses(truth: pd.DataFrame, cuts: dict[str, float] = BRIGHT_CUTS) -> np.ndarray:
@@ -187,7 +192,44 @@ def headline(truth: pd.DataFrame, logits: np.ndarray, threshold: float, n_bootst
     if bright.any():
         row["completeness_bright_at_threshold"] = float(np.mean(scores[bright] >= threshold))
     row["sanity"] = sanity.by_kind(truth, scores, threshold)
+    if "arc_snr" in truth.columns and y.any() and (~y).any():
+        row["auroc_by_arc_snr"] = auroc_by_bin(y, s, truth["arc_snr"].to_numpy(np.float64), ARC_SNR_EDGES)
     return row
+
+
+def auroc_by_bin(labels: np.ndarray, logits: np.ndarray, values: np.ndarray,
+                 edges: Sequence[float]) -> list[dict[str, Any]]:
+    """AUROC of the lenses whose ``values`` lie in each bin ``[edges[i], edges[i+1])`` (the last bin
+    open above) against every non-lens; ``auroc`` is None for a bin without lenses."""
+    y = np.asarray(labels, dtype=bool)
+    s = np.asarray(logits, dtype=np.float64)
+    negatives = s[~y]
+    bins = []
+    for index, low in enumerate(edges):
+        high = edges[index + 1] if index + 1 < len(edges) else None
+        chosen = y & (values >= low) & (values < high if high is not None else True)
+        auroc = None
+        if chosen.any():
+            auroc = float(metrics.auroc(np.r_[np.ones(int(chosen.sum())), np.zeros(negatives.size)],
+                                        np.r_[s[chosen], negatives]))
+        bins.append({"low": float(low), "high": None if high is None else float(high),
+                     "n_lenses": int(chosen.sum()), "auroc": auroc})
+    return bins
+
+
+def render_auroc_by_bin(rows: dict[str, dict[str, Any]], key: str = "auroc_by_arc_snr",
+                        quantity: str = "arc S/N") -> str:
+    """One row per set of :func:`auroc_by_bin` (empty when no row has ``key``)."""
+    measured = {label: row[key] for label, row in rows.items() if row.get(key)}
+    if not measured:
+        return ""
+    bins = next(iter(measured.values()))
+    names = [f"{b['low']:g}–{b['high']:g}" if b["high"] is not None else f"≥ {b['low']:g}" for b in bins]
+    lines = [f"| {quantity} of the lenses | " + " | ".join(names) + " |", "|---|" + "---|" * len(bins)]
+    for label, entries in measured.items():
+        cells = ["—" if e["auroc"] is None else f"{e['auroc']:.3f} ({e['n_lenses']:,})" for e in entries]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def cross_report(truths: Sequence[pd.DataFrame], logits: Sequence[np.ndarray], labels: Sequence[str],
@@ -235,6 +277,10 @@ def render_tables(report: dict[str, Any]) -> str:
     combined = report["sets"].get("all") or next(iter(report["sets"].values()))
     lines = [render_rows(report["sets"]), "", f"At the model's threshold (p ≥ {report['threshold']:.4f}), all sets "
              "together:", "", sanity.format_rows(combined["sanity"])]
+    by_snr = render_auroc_by_bin(report["sets"])
+    if by_snr:
+        lines += ["", "AUROC of the lenses in each arc S/N bin against every non-lens of the set (lenses in the bin):",
+                  "", by_snr]
     return "\n".join(lines)
 
 

@@ -235,3 +235,24 @@ def test_the_count_of_detected_bright_lenses_agrees_with_the_completeness_beside
     result = crosssim.completeness_at_fpr(labels, logits, labels, fpr=0.01, n_bootstrap=0)
     assert result["n_detected"] == round(result["value"] * result["n_lenses"])
     assert result["fpr"] <= 0.01
+
+
+def test_auroc_by_arc_snr_ranks_each_bins_lenses_against_every_non_lens():
+    from lensnet.crosssim import auroc_by_bin, headline, render_tables
+
+    labels = np.array([1, 1, 1, 1, 0, 0, 0, 0], dtype=bool)
+    snr = np.array([2.0, 8.0, 30.0, 500.0, np.nan, np.nan, np.nan, np.nan])
+    logits = np.array([-1.0, 0.5, 3.0, 4.0, -2.0, 0.0, 1.0, 2.0])
+    bins = auroc_by_bin(labels, logits, snr, (0.0, 5.0, 20.0, 100.0))
+    assert [b["n_lenses"] for b in bins] == [1, 1, 1, 1]
+    # S/N 2 beats one of four non-lenses, S/N 8 two of four, S/N 30 and 500 all four
+    assert [b["auroc"] for b in bins] == pytest.approx([0.25, 0.5, 1.0, 1.0])
+    assert bins[-1]["high"] is None and bins[0]["low"] == 0.0
+    empty = auroc_by_bin(labels, logits, snr, (0.0, 1000.0))
+    assert empty[1] == {"low": 1000.0, "high": None, "n_lenses": 0, "auroc": None}
+
+    truth = pd.DataFrame({"is_lens": labels, "arc_snr": snr, "theta_e_arcsec": np.where(labels, 2.0, np.nan)})
+    row = headline(truth, logits, threshold=0.5, n_bootstrap=0)
+    assert [b["auroc"] for b in row["auroc_by_arc_snr"]][:2] == pytest.approx([0.25, 0.5])
+    table = render_tables({"threshold": 0.5, "target_fpr": 0.01, "sets": {"toy": row}})
+    assert "| arc S/N of the lenses | 0–5 | 5–10 |" in table and "| toy | 0.250 (1) | 0.500 (1) |" in table
