@@ -256,23 +256,14 @@ class Ensemble:
         return cls(tuple(members), tuple(crossfits))
 
     def check(self) -> None:
-        """Refuse an empty ensemble, two members of one name, and members that take other inputs."""
-        if not self.members:
-            raise EnsembleError("--model is empty")
-        names = self.names
-        if len(set(names)) != len(names):
-            raise EnsembleError(f"--model: two models share a name ({', '.join(names)}); give each checkpoint its "
-                                "own name")
-        first = self.members[0]
-        for name, _, config in self.members[1:]:
-            if (config.bands, config.stamp_size_px, config.pixel_scale_arcsec) != (
-                    first.config.bands, first.config.stamp_size_px, first.config.pixel_scale_arcsec):
-                raise EnsembleError(
-                    f"--model: {name} takes {config.bands} at {config.stamp_size_px} px, "
-                    f"{config.pixel_scale_arcsec}\"/px, "
-                    f"but {first.name} takes {first.config.bands} at {first.config.stamp_size_px} px, "
-                    f"{first.config.pixel_scale_arcsec}\"/px; an ensemble scores one cutout store, so its models "
-                    "must share bands, stamp size and pixel scale")
+        """Refuse an empty ensemble, two members of one name, and members that take other inputs
+        (:func:`lensnet.scorer.check_members`)."""
+        from lensnet.scorer import check_members
+
+        try:
+            check_members([(member.name, member.config) for member in self.members])
+        except ValueError as error:
+            raise EnsembleError(str(error)) from None
 
     def __iter__(self) -> Iterator[Member]:
         return iter(self.members)
@@ -348,13 +339,9 @@ def combine_logits(by_model: Mapping[str, npt.ArrayLike]) -> np.ndarray:
     without overflow for confident members (:func:`lensnet.predict.mean_probability_logit`);
     its sigmoid is the ``mean`` rule's score.
     """
-    if not by_model:
-        raise EnsembleError("no model's logits to combine")
-    if len(by_model) == 1:
-        return np.asarray(next(iter(by_model.values())), dtype=np.float32)
-    import torch
+    from lensnet.scorer import combine_logits as combine
 
-    from lensnet.predict import mean_probability_logit
-
-    stacked = torch.from_numpy(np.stack([np.asarray(values) for values in by_model.values()]).astype(np.float64))
-    return mean_probability_logit(stacked).numpy().astype(np.float32)
+    try:
+        return combine(by_model)
+    except ValueError as error:
+        raise EnsembleError(str(error)) from None

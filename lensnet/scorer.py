@@ -11,17 +11,18 @@ tables as a single model.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from lensnet.checkpoint import LoadedModel, ModelConfig, load_model
 from lensnet.predict import mean_probability_logit
 
-__all__ = ["Scorer", "split_models"]
+__all__ = ["Scorer", "check_members", "combine_logits", "split_models"]
 
 
 def split_models(models: str | Path | Sequence[str | Path]) -> list[str]:
@@ -47,23 +48,10 @@ class Scorer:
         """Load every member of ``models`` (see :func:`split_models`) onto ``device``.
 
         Raises:
-            ValueError: two members of one name, or members that take other inputs (bands,
-                stamp size, pixel scale): an ensemble scores the same stamps.
+            ValueError: see :func:`check_members`.
         """
         members = tuple(load_model(item, device=device) for item in split_models(models))
-        names = [_name(member) for member in members]
-        if len(set(names)) != len(names):
-            raise ValueError(f"--model: two models share a name ({', '.join(names)}); give each checkpoint its own")
-        first = members[0].config
-        for member in members[1:]:
-            config = member.config
-            if (config.bands, config.stamp_size_px, config.pixel_scale_arcsec) != (
-                    first.bands, first.stamp_size_px, first.pixel_scale_arcsec):
-                raise ValueError(
-                    f"--model: {_name(member)} takes {config.bands} at {config.stamp_size_px} px, "
-                    f"{config.pixel_scale_arcsec}\"/px, but {names[0]} takes {first.bands} at "
-                    f"{first.stamp_size_px} px, {first.pixel_scale_arcsec}\"/px; an ensemble's models must share "
-                    "bands, stamp size and pixel scale")
+        check_members([(_name(member), member.config) for member in members])
         return cls(members)
 
     @property
@@ -117,13 +105,46 @@ class Scorer:
         return {_name(member): np.asarray(score(member), dtype=np.float32) for member in self.members}
 
     @staticmethod
-    def combine(by_member: dict[str, np.ndarray]) -> np.ndarray:
-        """The ensemble's float32 logits from its members': the logit of their mean probability."""
-        values = list(by_member.values())
-        if len(values) == 1:
-            return np.asarray(values[0], dtype=np.float32)
-        stacked = torch.from_numpy(np.stack(values).astype(np.float64))
-        return mean_probability_logit(stacked).numpy().astype(np.float32)
+    def combine(by_member: Mapping[str, npt.ArrayLike]) -> np.ndarray:
+        """The ensemble's logits from its members' (:func:`combine_logits`)."""
+        return combine_logits(by_member)
+
+
+def check_members(members: Sequence[tuple[str, ModelConfig]]) -> None:
+    """Refuse an empty ensemble, two members of one name, and members that take other inputs
+    (bands, stamp size, pixel scale): an ensemble's members score the same stamps.
+
+    ``members`` are ``(name, config)`` pairs. Raises ValueError.
+    """
+    if not members:
+        raise ValueError("--model is empty")
+    names = [name for name, _ in members]
+    if len(set(names)) != len(names):
+        raise ValueError(f"--model: two models share a name ({', '.join(names)}); give each checkpoint its own name")
+    first_name, first = members[0]
+    for name, config in members[1:]:
+        if (config.bands, config.stamp_size_px, config.pixel_scale_arcsec) != (
+                first.bands, first.stamp_size_px, first.pixel_scale_arcsec):
+            raise ValueError(
+                f"--model: {name} takes {config.bands} at {config.stamp_size_px} px, {config.pixel_scale_arcsec}\"/px, "
+                f"but {first_name} takes {first.bands} at {first.stamp_size_px} px, {first.pixel_scale_arcsec}\"/px; "
+                "an ensemble scores one cutout store, so its models must share bands, stamp size and pixel scale")
+
+
+def combine_logits(by_member: Mapping[str, npt.ArrayLike]) -> np.ndarray:
+    """The ensemble's float32 logit from each member's logits: the logit of their mean probability.
+
+    One member: its logits as they are. Several: ``logit(mean(sigmoid(logits)))`` in float64,
+    without overflow for confident members (:func:`lensnet.predict.mean_probability_logit`).
+    Raises ValueError when there are none.
+    """
+    if not by_member:
+        raise ValueError("no model's logits to combine")
+    values = [np.asarray(item) for item in by_member.values()]
+    if len(values) == 1:
+        return values[0].astype(np.float32)
+    stacked = torch.from_numpy(np.stack(values).astype(np.float64))
+    return mean_probability_logit(stacked).numpy().astype(np.float32)
 
 
 def _name(member: LoadedModel) -> str:
