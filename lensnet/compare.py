@@ -74,6 +74,7 @@ def measure(checkpoint: Path, tests: dict[str, Any], device: torch.device, threa
         logits = score_stamps(loaded, test.stamps, device)
         row = headline(test.truth, logits, loaded.config.threshold, N_BOOTSTRAP)
         row.pop("sanity")
+        row.pop("sanity_by_truth")
         results[label] = row
     training = loaded.config.training or {}
     history = training.get("history", [])

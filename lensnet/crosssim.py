@@ -10,7 +10,8 @@ sanity lenses) and reports, for each set and for all together:
   threshold giving exactly FPR ≤ 1% on that set, with its bootstrap interval, and at the
   checkpoint's own threshold with the FPR that threshold gives there;
 * the sanity table of :mod:`lensnet.sanity`: unmistakable lenses and every contaminant
-  kind at the checkpoint's threshold;
+  kind at the checkpoint's threshold, and which sanity lenses reach it (by source offset,
+  deflector-to-arc brightness, arc coverage, θE, seeing and arc S/N: :func:`lensnet.sanity.by_truth`);
 * AUROC by arc S/N (:data:`ARC_SNR_EDGES`): the lenses of each bin against every non-lens
   of the set, which shows where a ranking fails (lenses whose arcs cannot be seen can only
   be ranked by their deflector; a finder should rank the bright ones near 1).
@@ -192,6 +193,7 @@ def headline(truth: pd.DataFrame, logits: np.ndarray, threshold: float, n_bootst
     if bright.any():
         row["completeness_bright_at_threshold"] = float(np.mean(scores[bright] >= threshold))
     row["sanity"] = sanity.by_kind(truth, scores, threshold)
+    row["sanity_by_truth"] = sanity.by_truth(truth, scores, threshold)
     if "arc_snr" in truth.columns and y.any() and (~y).any():
         row["auroc_by_arc_snr"] = auroc_by_bin(y, s, truth["arc_snr"].to_numpy(np.float64), ARC_SNR_EDGES)
     return row
@@ -277,6 +279,9 @@ def render_tables(report: dict[str, Any]) -> str:
     combined = report["sets"].get("all") or next(iter(report["sets"].values()))
     lines = [render_rows(report["sets"]), "", f"At the model's threshold (p ≥ {report['threshold']:.4f}), all sets "
              "together:", "", sanity.format_rows(combined["sanity"])]
+    missed = sanity.format_by_truth(combined.get("sanity_by_truth") or [])
+    if missed:
+        lines += ["", "Which sanity lenses reach the threshold, all sets together:", "", missed]
     by_snr = render_auroc_by_bin(report["sets"])
     if by_snr:
         lines += ["", "AUROC of the lenses in each arc S/N bin against every non-lens of the set (lenses in the bin):",

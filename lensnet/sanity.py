@@ -13,7 +13,11 @@ or flag every ring galaxy. This module measures, at a given score threshold:
   the lens galaxy's colour, which a finder that learnt "blue arcs" misses;
 * every **kind** of object in the truth table (``lens``, ``ring``, ``sf-ring``,
   ``companion``, ...): the share scored above the threshold, which for each contaminant
-  kind should stay at or below 1%.
+  kind should stay at or below 1%;
+* **which sanity lenses are missed** (:func:`by_truth`): the share above the threshold in bins
+  of the source's offset from the caustic centre, the deflector's brightness against its arcs',
+  the arcs' azimuthal coverage, θE, seeing and arc S/N, so that a failure is traced to the
+  lenses it concerns rather than averaged away.
 
 Shares come with Wilson 95% intervals. The truth columns are those of
 :mod:`lensnet.simulate.definitions`.
@@ -94,6 +98,75 @@ def by_kind(truth: pd.DataFrame, scores: np.ndarray, threshold: float) -> list[d
         if kind != "lens":
             rows.append(_row(str(kind), above[kinds == kind], CONTAMINANT_TARGET, "at_most"))
     return rows
+
+
+def _offset_over_theta_e(truth: pd.DataFrame) -> np.ndarray:
+    return truth["source_offset_arcsec"].to_numpy(np.float64) / truth["theta_e_arcsec"].to_numpy(np.float64)
+
+
+def _lens_minus_arc_mag(truth: pd.DataFrame) -> np.ndarray:
+    return truth["lens_mag"].to_numpy(np.float64) - truth["lensed_source_mag"].to_numpy(np.float64)
+
+
+#: The breakdowns of :func:`by_truth`: (label, truth columns it needs, the quantity, bin edges).
+#: Bins are ``[edges[i], edges[i+1])``, the first open below where its edge is -inf, the last open above.
+TRUTH_BREAKDOWNS: tuple[tuple[str, tuple[str, ...], Any, tuple[float, ...]], ...] = (
+    ("source offset / θE (0: behind the caustic centre)", ("source_offset_arcsec", "theta_e_arcsec"),
+     _offset_over_theta_e, (0.0, 0.2, 0.5, 1.0)),
+    ("deflector mag − lensed-source mag (> 0: arcs brighter)", ("lens_mag", "lensed_source_mag"),
+     _lens_minus_arc_mag, (-np.inf, -2.0, -1.0, 0.0, 1.0)),
+    ("arc azimuthal coverage", ("arc_azimuth_fraction",), "arc_azimuth_fraction", (0.25, 0.5, 0.75)),
+    ("θE (″)", ("theta_e_arcsec",), "theta_e_arcsec", (1.2, 2.0, 3.0)),
+    ("PSF FWHM (″)", ("psf_fwhm_arcsec",), "psf_fwhm_arcsec", (0.0, 0.7, 0.9, 1.1)),
+    ("arc S/N", ("arc_snr",), "arc_snr", (50.0, 100.0, 300.0, 1000.0)),
+)
+
+
+def _bin_name(low: float, high: float | None) -> str:
+    if high is None:
+        return f"≥ {low:g}"
+    return f"< {high:g}" if low == -np.inf else f"{low:g}–{high:g}"
+
+
+def by_truth(truth: pd.DataFrame, scores: np.ndarray, threshold: float) -> list[dict[str, Any]]:
+    """Share of the sanity lenses scored at or above ``threshold``, in bins of their truth.
+
+    One entry per breakdown of :data:`TRUTH_BREAKDOWNS` whose columns the truth has:
+    ``{"quantity", "bins": [{"bin", "low", "high", "n", "n_above", "share_above",
+    "interval_95"}, ...]}`` (``high`` None for the last bin, open above). A sanity lens whose
+    quantity is not finite falls in no bin. Empty without sanity lenses.
+    """
+    sane = sanity_lenses(truth)
+    if not sane.any():
+        return []
+    above = np.asarray(scores, dtype=np.float64) >= threshold
+    chosen = truth[sane]
+    out = []
+    for label, columns, quantity, edges in TRUTH_BREAKDOWNS:
+        if not set(columns) <= set(truth.columns):
+            continue
+        values = quantity(chosen) if callable(quantity) else chosen[quantity].to_numpy(np.float64)
+        bins = []
+        for index, low in enumerate(edges):
+            high = edges[index + 1] if index + 1 < len(edges) else None
+            inside = np.isfinite(values) & (values >= low) & (values < high if high is not None else True)
+            row = _row(_bin_name(low, high), above[sane][inside], None, "")
+            bins.append({"bin": row["group"], "low": float(low), "high": None if high is None else float(high),
+                         **{key: row[key] for key in ("n", "n_above", "share_above", "interval_95")}})
+        out.append({"quantity": label, "bins": bins})
+    return out
+
+
+def format_by_truth(breakdowns: list[dict[str, Any]]) -> str:
+    """:func:`by_truth` as Markdown: one row per quantity, each bin as ``range: share (n)``."""
+    if not breakdowns:
+        return ""
+    lines = ["| sanity lenses by | share above the threshold in each bin (sanity lenses in the bin) |", "|---|---|"]
+    for entry in breakdowns:
+        cells = [f"{b['bin']}: " + ("—" if not b["n"] else f"{b['share_above']:.0%}") + f" ({b['n']:,})"
+                 for b in entry["bins"]]
+        lines.append(f"| {entry['quantity']} | " + " · ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def format_rows(rows: list[dict[str, Any]]) -> str:

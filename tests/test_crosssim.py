@@ -69,6 +69,44 @@ def test_sanity_rows_count_each_kind_against_its_target():
     assert "| ring | 3 | 1 |" in table and "✗" in table and "✓" in table
 
 
+def test_sanity_lenses_are_broken_down_by_their_truth():
+    # five sanity lenses (θE > 1.2, S/N > 50, azimuth >= 0.25), one faint lens and two non-lenses
+    truth = pd.DataFrame({
+        "is_lens": [True] * 6 + [False] * 2,
+        "theta_e_arcsec": [2.0, 2.0, 2.0, 1.5, 3.5, 2.0, np.nan, np.nan],
+        "arc_snr": [80.0, 80.0, 500.0, 2000.0, 60.0, 10.0, np.nan, np.nan],
+        "arc_azimuth_fraction": [1.0, 0.3, 0.9, 0.6, 0.8, 1.0, np.nan, np.nan],
+        "source_offset_arcsec": [0.1, 1.6, 0.0, 0.45, np.nan, 0.0, np.nan, np.nan],
+        "lens_mag": [18.0, 18.0, 20.0, 21.0, 19.0, 18.0, 18.0, 19.0],
+        "lensed_source_mag": [21.0, 20.5, 19.5, 19.0, 19.5, 24.0, np.nan, np.nan],
+    })
+    scores = np.array([0.9, 0.1, 0.95, 0.6, 0.2, 0.99, 0.99, 0.0])
+    rows = {entry["quantity"]: entry["bins"] for entry in sanity.by_truth(truth, scores, threshold=0.5)}
+    # no psf_fwhm_arcsec column: no PSF breakdown
+    assert not any(label.startswith("PSF") for label in rows)
+    offset = {b["bin"]: b for b in rows["source offset / θE (0: behind the caustic centre)"]}
+    # offsets / θE: 0.05, 0.8, 0.0, 0.3, NaN (in no bin); the faint lens is not a sanity lens
+    assert [(offset[k]["n"], offset[k]["n_above"]) for k in ("0–0.2", "0.2–0.5", "0.5–1", "≥ 1")] == \
+        [(2, 2), (1, 1), (1, 0), (0, 0)]
+    assert offset["≥ 1"]["share_above"] is None
+    flux = {b["bin"]: (b["n"], b["n_above"]) for b in rows["deflector mag − lensed-source mag (> 0: arcs brighter)"]}
+    # lens - arc: -3, -2.5, 0.5, 2.0, -0.5
+    assert flux == {"< -2": (2, 1), "-2–-1": (0, 0), "-1–0": (1, 0), "0–1": (1, 1), "≥ 1": (1, 1)}
+    snr = {b["bin"]: (b["n"], b["n_above"]) for b in rows["arc S/N"]}
+    assert snr == {"50–100": (3, 1), "100–300": (0, 0), "300–1000": (1, 1), "≥ 1000": (1, 1)}
+    low, high = offset["0–0.2"]["interval_95"]
+    assert 0.0 < low < 1.0 == high
+    table = sanity.format_by_truth(sanity.by_truth(truth, scores, threshold=0.5))
+    assert "| arc S/N | 50–100: 33% (3) · 100–300: — (0) · 300–1000: 100% (1) · ≥ 1000: 100% (1) |" in table
+    # without sanity lenses there is nothing to break down, and the headline row carries it
+    assert sanity.by_truth(truth.assign(arc_snr=10.0), scores, 0.5) == []
+    row = crosssim.headline(truth, np.log(scores.clip(1e-6, 1 - 1e-6) / (1 - scores.clip(1e-6, 1 - 1e-6))),
+                            threshold=0.5, n_bootstrap=0)
+    assert row["sanity_by_truth"] == sanity.by_truth(truth, scores, 0.5)
+    assert "Which sanity lenses reach the threshold" in crosssim.render_tables(
+        {"threshold": 0.5, "sets": {"one": row}})
+
+
 def test_data_lists_concatenate_and_are_labelled(tmp_path):
     first = write_stamp_set(tmp_path / "a", n=10)
     second = write_stamp_set(tmp_path / "b", n=6, seed=2)
