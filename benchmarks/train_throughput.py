@@ -9,7 +9,10 @@ times in interleaved rounds, each over the same number of stamps:
 2. **loop, no augmentation**: the same without the augmentation;
 3. **bare step**: forward, backward and optimiser step on one fixed resident batch: the
    most a training loop could reach with this model, batch and precision;
-4. **forward**: the forward pass alone (no gradients), the inference rate.
+4. **forward**: the forward pass alone (no gradients), the inference rate;
+5. with ``--precision bf16`` on a CPU, **bare step, fp32**: the same bare step without autocast
+   in the default layout, as a CPU run trains by default, so the per-round ratio bf16 / fp32 says
+   what ``lensnet.train --precision bf16`` gains on this CPU.
 
 Reports stamps/s per variant (median [min-max] of the warm rounds; the first round is cold
 and reported apart) and the per-round ratios loop / bare step and bare step / forward. A
@@ -18,6 +21,7 @@ device, the augmentation, the bookkeeping). Writes ``train_throughput.{json,md}`
 
     python benchmarks/train_throughput.py --out benchmarks/results/train           # ~1 min on 2 cores
     python benchmarks/train_throughput.py --device cuda --stamps 65536 --out OUT    # a GPU
+    python benchmarks/train_throughput.py --precision bf16 --out OUT                # a CPU, bf16 against fp32
 """
 
 from __future__ import annotations
@@ -46,25 +50,27 @@ from benchmarks.common import (
 )
 from lensnet.checkpoint import load_config
 from lensnet.train import (
+    PRECISIONS,
     optimiser_and_schedule,
     to_training_device,
     train_one_epoch,
     train_step,
+    uses_bf16,
 )
 
 
-def build(model: str, device: torch.device, steps: int, learning_rate: float = 1e-3):
+def build(model: str, device: torch.device, steps: int, learning_rate: float = 1e-3, channels_last: bool = False):
     """A fresh module of ``model``'s architecture, its AdamW and one-cycle schedule, as ``lensnet.train`` sets them."""
     config = load_config(model)
     module = config.build()
-    to_training_device(module, device)
+    to_training_device(module, device, device.type == "cuda" or channels_last)
     module.train()
     optimizer, scheduler = optimiser_and_schedule(list(module.parameters()), learning_rate, 1e-4, steps)
     return config, module, optimizer, scheduler
 
 
 def measure(model: str, device: torch.device, stamps: int, batch_size: int, warm_rounds: int,
-            seed: int = 0) -> dict:
+            seed: int = 0, precision: str = "auto") -> dict:
     config = load_config(model)
     shape = (stamps, len(config.bands), config.stamp_size_px, config.stamp_size_px)
     generator = torch.Generator().manual_seed(seed)
@@ -72,25 +78,39 @@ def measure(model: str, device: torch.device, stamps: int, batch_size: int, warm
     labels = (torch.rand(stamps, generator=generator) < 0.5).float().to(device)
     order = np.arange(stamps)
     steps = -(-stamps // batch_size)
-    use_amp = device.type == "cuda"
+    use_amp = uses_bf16(precision, device)
+    channels_last = device.type == "cuda" or use_amp  # as lensnet.train lays them out
+    with_fp32 = use_amp and device.type == "cpu"
     rounds = warm_rounds + 1
-    # the two loop variants share a model and optimiser, the bare step and forward have their own;
+    # the two loop variants share a model and optimiser, the bare steps and forward have their own;
     # each schedule is sized for all the rounds' steps
-    _, module, optimizer, scheduler = build(model, device, 2 * steps * rounds)
-    _, bare_module, bare_optimizer, bare_scheduler = build(model, device, steps * rounds)
+    _, module, optimizer, scheduler = build(model, device, 2 * steps * rounds, channels_last=channels_last)
+    _, bare_module, bare_optimizer, bare_scheduler = build(model, device, steps * rounds, channels_last=channels_last)
     pos_weight = torch.tensor(1.0, device=device)
     augmentation = {"max_rotation_deg": 180.0, "zoom": (0.8, 1.2), "max_shift_px": 3.0}
-    batch = inputs[:batch_size].contiguous(memory_format=torch.channels_last) if use_amp else inputs[:batch_size]
+    batch = inputs[:batch_size].contiguous(memory_format=torch.channels_last) if channels_last else inputs[:batch_size]
     target = labels[:batch_size]
 
     def loop(augment: bool):
         return lambda: train_one_epoch(module, optimizer, scheduler, inputs, labels, order, batch_size=batch_size,
                                        generator=generator, pos_weight=pos_weight, device=device,
-                                       augmentation=augmentation if augment else None, use_amp=use_amp)
+                                       augmentation=augmentation if augment else None, use_amp=use_amp,
+                                       channels_last=channels_last)
 
     def bare_step():
         for _ in range(steps):
             train_step(bare_module, bare_optimizer, bare_scheduler, batch, target, pos_weight, use_amp)
+
+    variants = {"loop": loop(True), "loop, no augmentation": loop(False), "bare step": bare_step}
+    if with_fp32:
+        _, fp32_module, fp32_optimizer, fp32_scheduler = build(model, device, steps * rounds)
+        fp32_batch = inputs[:batch_size].contiguous()
+
+        def bare_step_fp32():
+            for _ in range(steps):
+                train_step(fp32_module, fp32_optimizer, fp32_scheduler, fp32_batch, target, pos_weight, False)
+
+        variants["bare step, fp32"] = bare_step_fp32
 
     def forward():
         bare_module.eval()
@@ -100,10 +120,15 @@ def measure(model: str, device: torch.device, stamps: int, batch_size: int, warm
         bare_module.train()
 
     synchronize = torch.cuda.synchronize if device.type == "cuda" else None
-    timings = interleaved({"loop": loop(True), "loop, no augmentation": loop(False), "bare step": bare_step,
-                           "forward": forward}, warm_rounds=warm_rounds, synchronize=synchronize)
+    timings = interleaved({**variants, "forward": forward}, warm_rounds=warm_rounds, synchronize=synchronize)
     work = steps * batch_size
     rates = {name: per_second(work, timing["warm_s"]) for name, timing in timings.items()}
+    ratios = {"loop / bare step": paired_ratios(rates["loop"], rates["bare step"]),
+              "loop without augmentation / bare step": paired_ratios(rates["loop, no augmentation"],
+                                                                     rates["bare step"]),
+              "bare step / forward": paired_ratios(rates["bare step"], rates["forward"])}
+    if with_fp32:
+        ratios["bare step bf16 / fp32"] = paired_ratios(rates["bare step"], rates["bare step, fp32"])
     return {
         "model": model, "architecture": config.architecture, "device": str(device), "stamps_per_round": work,
         "batch_size": batch_size, "precision": "bf16 autocast" if use_amp else "fp32",
@@ -111,10 +136,7 @@ def measure(model: str, device: torch.device, stamps: int, batch_size: int, warm
         "variants": {name: {**timing, "stamps_per_s": rates[name],
                             "cold_stamps_per_s": work / timing["cold_s"]}
                      for name, timing in timings.items()},
-        "ratios": {"loop / bare step": paired_ratios(rates["loop"], rates["bare step"]),
-                   "loop without augmentation / bare step": paired_ratios(rates["loop, no augmentation"],
-                                                                          rates["bare step"]),
-                   "bare step / forward": paired_ratios(rates["bare step"], rates["forward"])},
+        "ratios": ratios,
     }
 
 
@@ -148,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=256, help="batch size (default 256, the default's recipe)")
     parser.add_argument("--rounds", type=int, default=5, help="warm rounds (default 5)")
     parser.add_argument("--threads", type=int, default=None, help="PyTorch CPU threads")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="as lensnet.train --precision (default auto: bf16 autocast on a GPU, fp32 on a CPU); "
+                             "bf16 on a CPU also times an fp32 bare step, for the ratio")
     parser.add_argument("--out", required=True, help="directory for train_throughput.json and .md")
     args = parser.parse_args(argv)
     if args.threads:
@@ -156,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                           ("cpu" if args.device == "auto" else args.device))
     stamps = args.stamps or (65_536 if device.type == "cuda" else 2_048)
     log(f"training throughput of {args.model} on {device}, {stamps} stamps per round")
-    report = measure(args.model, device, stamps, args.batch_size, args.rounds)
+    report = measure(args.model, device, stamps, args.batch_size, args.rounds, precision=args.precision)
     report["device_name"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     report["machine"] = machine_info()
     out = Path(args.out)

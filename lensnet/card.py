@@ -160,7 +160,8 @@ def render_card(directory: str | Path) -> str:
         "",
         "## Recipe",
         f"- {recipe.get('epochs')} epochs, batch {recipe.get('batch_size')}, AdamW (lr {recipe.get('learning_rate')}, "
-        f"weight decay {recipe.get('weight_decay')}) with a one-cycle schedule, class-weighted BCE; "
+        f"weight decay {recipe.get('weight_decay')}) with a one-cycle schedule, class-weighted BCE"
+        f"{', ' + training['precision'] if training.get('precision') else ''}; "
         f"checkpoint at the best validation loss (epoch {best.get('epoch', '?')}, val loss "
         f"{best.get('val_loss', float('nan')):.4f}).",
         *_parent(recipe, training),

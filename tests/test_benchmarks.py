@@ -365,3 +365,11 @@ def test_training_throughput_times_the_real_epoch_loop_against_a_bare_step(tmp_p
                                                                   report["variants"]["bare step"]["stamps_per_s"])]
     report["device_name"] = "CPU"
     assert "| loop |" in train_throughput.markdown(report)
+    # bf16 on a CPU also times the fp32 bare step, for the ratio lensnet.train --precision bf16 gains
+    bf16 = train_throughput.measure("default", torch.device("cpu"), stamps=64, batch_size=32, warm_rounds=2,
+                                    precision="bf16")
+    assert bf16["precision"] == "bf16 autocast" and "bare step, fp32" in bf16["variants"]
+    ratio = bf16["ratios"]["bare step bf16 / fp32"]
+    assert ratio["per_round"] == [round(a / b, 4) for a, b in zip(bf16["variants"]["bare step"]["stamps_per_s"],
+                                                                  bf16["variants"]["bare step, fp32"]["stamps_per_s"])]
+    assert "bare step, fp32" not in report["variants"]

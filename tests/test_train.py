@@ -100,6 +100,45 @@ def test_training_learns_saves_a_loadable_checkpoint_and_resumes(tmp_path):
         train(TrainConfig(**{**split.__dict__, "epochs": 3, "resume": True}))
 
 
+def test_bf16_precision_trains_under_autocast_on_a_cpu_and_says_so(tmp_path, monkeypatch, capsys):
+    import lensnet.train as train_module
+
+    data = write_stamp_set(tmp_path / "data")
+    settings = {"data": str(data), "architecture": "lensresnet-tiny", "epochs": 2, "batch_size": 16,
+                "learning_rate": 5e-3, "validation_fraction": 0.25, "threads": 1, "seed": 3, "test_data": str(data)}
+    # what train_step autocasts to, step by step
+    seen = []
+    step = train_module.train_step
+
+    def recording_step(module, optimizer, scheduler, batch, target, pos_weight, use_amp=False):
+        seen.append((use_amp, batch.is_contiguous(memory_format=torch.channels_last) and
+                     not batch.is_contiguous()))
+        return step(module, optimizer, scheduler, batch, target, pos_weight, use_amp)
+
+    monkeypatch.setattr(train_module, "train_step", recording_step)
+    bf16 = load_model(train(TrainConfig(out=str(tmp_path / "bf16"), precision="bf16", **settings)))
+    assert seen and all(amp and channels_last for amp, channels_last in seen)
+    assert bf16.config.training["precision"] == "bf16 autocast"
+    assert bf16.config.training["recipe"]["precision"] == "bf16"
+    from lensnet.card import render_card
+
+    assert "class-weighted BCE, bf16 autocast;" in render_card(tmp_path / "bf16")
+    assert bf16.config.metrics["auroc"]["value"] > 0.9  # it still learns the toy rings
+    seen.clear()
+    default = load_model(train(TrainConfig(out=str(tmp_path / "auto"), **settings)))
+    assert seen and not any(amp or channels_last for amp, channels_last in seen)  # auto on a CPU: fp32, as before
+    assert default.config.training["precision"] == "fp32"
+    # the same stamps, seed and schedule: the two precisions train different weights
+    assert not torch.equal(bf16.module.state_dict()["stem.weight"], default.module.state_dict()["stem.weight"])
+    monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda: False)
+    train(TrainConfig(out=str(tmp_path / "emulated"), precision="bf16", **{**settings, "epochs": 1}))
+    assert "no bf16 instructions" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16"):
+        train(TrainConfig(out=str(tmp_path / "x"), precision="fp16", **settings))
+    assert train_module.uses_bf16("auto", torch.device("cuda")) and not train_module.uses_bf16("fp32",
+                                                                                                torch.device("cuda"))
+
+
 def test_evaluation_report_counts_the_deeplens_completeness_subset():
     truth = pd.DataFrame({"is_lens": [1, 1, 1, 0, 0, 0], "theta_e_arcsec": [2.0, 2.0, 0.5, np.nan, np.nan, np.nan],
                           "arc_snr": [30.0, 10.0, 50.0, np.nan, np.nan, np.nan]})
