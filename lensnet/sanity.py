@@ -115,10 +115,11 @@ TRUTH_BREAKDOWNS: tuple[tuple[str, tuple[str, ...], Any, tuple[float, ...]], ...
      _offset_over_theta_e, (0.0, 0.2, 0.5, 1.0)),
     ("deflector mag − lensed-source mag (> 0: arcs brighter)", ("lens_mag", "lensed_source_mag"),
      _lens_minus_arc_mag, (-np.inf, -2.0, -1.0, 0.0, 1.0)),
-    ("arc azimuthal coverage", ("arc_azimuth_fraction",), "arc_azimuth_fraction", (0.25, 0.5, 0.75)),
-    ("θE (″)", ("theta_e_arcsec",), "theta_e_arcsec", (1.2, 2.0, 3.0)),
+    ("arc azimuthal coverage", ("arc_azimuth_fraction",), "arc_azimuth_fraction",
+     (SANITY_LENS_CUTS["arc_azimuth_fraction"], 0.5, COMPLETE_RING_AZIMUTH)),
+    ("θE (″)", ("theta_e_arcsec",), "theta_e_arcsec", (SANITY_LENS_CUTS["theta_e_arcsec"], 2.0, 3.0)),
     ("PSF FWHM (″)", ("psf_fwhm_arcsec",), "psf_fwhm_arcsec", (0.0, 0.7, 0.9, 1.1)),
-    ("arc S/N", ("arc_snr",), "arc_snr", (50.0, 100.0, 300.0, 1000.0)),
+    ("arc S/N", ("arc_snr",), "arc_snr", (SANITY_LENS_CUTS["arc_snr"], 100.0, 300.0, 1000.0)),
 )
 
 
@@ -133,8 +134,9 @@ def by_truth(truth: pd.DataFrame, scores: np.ndarray, threshold: float) -> list[
 
     One entry per breakdown of :data:`TRUTH_BREAKDOWNS` whose columns the truth has:
     ``{"quantity", "bins": [{"bin", "low", "high", "n", "n_above", "share_above",
-    "interval_95"}, ...]}`` (``high`` None for the last bin, open above). A sanity lens whose
-    quantity is not finite falls in no bin. Empty without sanity lenses.
+    "interval_95"}, ...]}`` (``low`` None for a first bin open below, ``high`` None for the last
+    bin, open above). A sanity lens whose quantity is not finite falls in no bin. Empty without
+    sanity lenses.
     """
     sane = sanity_lenses(truth)
     if not sane.any():
@@ -151,20 +153,22 @@ def by_truth(truth: pd.DataFrame, scores: np.ndarray, threshold: float) -> list[
             high = edges[index + 1] if index + 1 < len(edges) else None
             inside = np.isfinite(values) & (values >= low) & (values < high if high is not None else True)
             row = _row(_bin_name(low, high), above[sane][inside], None, "")
-            bins.append({"bin": row["group"], "low": float(low), "high": None if high is None else float(high),
+            bins.append({"bin": row["group"], "low": None if low == -np.inf else float(low),
+                         "high": None if high is None else float(high),
                          **{key: row[key] for key in ("n", "n_above", "share_above", "interval_95")}})
         out.append({"quantity": label, "bins": bins})
     return out
 
 
 def format_by_truth(breakdowns: list[dict[str, Any]]) -> str:
-    """:func:`by_truth` as Markdown: one row per quantity, each bin as ``range: share (n)``."""
+    """:func:`by_truth` as Markdown: one row per quantity, each bin as ``range: share (above/in the bin)``."""
     if not breakdowns:
         return ""
-    lines = ["| sanity lenses by | share above the threshold in each bin (sanity lenses in the bin) |", "|---|---|"]
+    lines = ["| sanity lenses by | share above the threshold in each bin (above / sanity lenses in the bin) |",
+             "|---|---|"]
     for entry in breakdowns:
-        cells = [f"{b['bin']}: " + ("—" if not b["n"] else f"{b['share_above']:.0%}") + f" ({b['n']:,})"
-                 for b in entry["bins"]]
+        cells = [f"{b['bin']}: " + ("—" if not b["n"] else f"{b['share_above']:.1%}")
+                 + f" ({b['n_above']:,}/{b['n']:,})" for b in entry["bins"]]
         lines.append(f"| {entry['quantity']} | " + " · ".join(cells) + " |")
     return "\n".join(lines)
 

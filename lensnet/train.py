@@ -303,6 +303,7 @@ def _fit(config: TrainConfig, data: StampSet, inputs: torch.Tensor, labels: torc
     else:
         module = model_config.build()
     use_amp = uses_bf16(config.precision, device)
+    precision = "bf16 autocast" if use_amp else "fp32"
     channels_last = device.type == "cuda" or use_amp
     if use_amp and device.type == "cpu" and not cpu_has_native_bf16():
         print("precision bf16: this CPU has no bf16 instructions (AVX512-BF16, AMX), so bf16 runs emulated and "
@@ -326,6 +327,11 @@ def _fit(config: TrainConfig, data: StampSet, inputs: torch.Tensor, labels: torc
         if state.get("epochs") != config.epochs:
             raise ValueError(f"{state_path} belongs to a {state.get('epochs')}-epoch schedule; resume with "
                              f"--epochs {state.get('epochs')}")
+        # (a last.pt from before precision was recorded trained as auto does)
+        started_in = state.get("precision", "fp32" if device.type == "cpu" else "bf16 autocast")
+        if started_in != precision:
+            raise ValueError(f"{state_path} was trained in {started_in}, not {precision}: resume with the "
+                             "precision it started with (--precision)")
         module.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -374,7 +380,7 @@ def _fit(config: TrainConfig, data: StampSet, inputs: torch.Tensor, labels: torc
                                               **jsonable(data.attrs)},
                                      "validation": validation,
                                      "command": command or "", "device": _device_description(device),
-                                     "precision": "bf16 autocast" if use_amp else "fp32"}
+                                     "precision": precision}
             if parent:
                 model_config.training["parent"] = parent
             if fold is not None:
@@ -385,7 +391,7 @@ def _fit(config: TrainConfig, data: StampSet, inputs: torch.Tensor, labels: torc
                     "torch_rng": torch.get_rng_state(),
                     "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
                     "epoch": epoch, "epochs": config.epochs, "best_val": best_val, "history": history,
-                    "validation": validation}, state_path.with_suffix(".pt.partial"))
+                    "validation": validation, "precision": precision}, state_path.with_suffix(".pt.partial"))
         state_path.with_suffix(".pt.partial").replace(state_path)  # a kill never leaves a truncated last.pt
         if config.patience is not None and _stale_epochs(history) >= config.patience:
             print(f"stopping early: no better validation loss for {config.patience} epochs", flush=True)

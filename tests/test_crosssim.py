@@ -97,7 +97,10 @@ def test_sanity_lenses_are_broken_down_by_their_truth():
     low, high = offset["0–0.2"]["interval_95"]
     assert 0.0 < low < 1.0 == high
     table = sanity.format_by_truth(sanity.by_truth(truth, scores, threshold=0.5))
-    assert "| arc S/N | 50–100: 33% (3) · 100–300: — (0) · 300–1000: 100% (1) · ≥ 1000: 100% (1) |" in table
+    assert "| arc S/N | 50–100: 33.3% (1/3) · 100–300: — (0/0) · 300–1000: 100.0% (1/1) · ≥ 1000: 100.0% (1/1) |" \
+        in table
+    first = rows["deflector mag − lensed-source mag (> 0: arcs brighter)"][0]
+    assert first["low"] is None and first["high"] == -2.0  # open below, and JSON without -inf
     # without sanity lenses there is nothing to break down, and the headline row carries it
     assert sanity.by_truth(truth.assign(arc_snr=10.0), scores, 0.5) == []
     row = crosssim.headline(truth, np.log(scores.clip(1e-6, 1 - 1e-6) / (1 - scores.clip(1e-6, 1 - 1e-6))),

@@ -130,6 +130,9 @@ def test_bf16_precision_trains_under_autocast_on_a_cpu_and_says_so(tmp_path, mon
     assert default.config.training["precision"] == "fp32"
     # the same stamps, seed and schedule: the two precisions train different weights
     assert not torch.equal(bf16.module.state_dict()["stem.weight"], default.module.state_dict()["stem.weight"])
+    # a run is resumed in the precision it started with
+    with pytest.raises(ValueError, match="was trained in bf16 autocast, not fp32"):
+        train(TrainConfig(out=str(tmp_path / "bf16"), precision="fp32", resume=True, **settings))
     monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda: False)
     train(TrainConfig(out=str(tmp_path / "emulated"), precision="bf16", **{**settings, "epochs": 1}))
     assert "no bf16 instructions" in capsys.readouterr().out
