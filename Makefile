@@ -58,15 +58,17 @@ demo: $(VENV)/.installed  ## mock survey -> run_survey.py -> ranked catalogue, w
 
 # Three stages: population1 (both simulators' population 1), population2 fine-tuned from it on
 # population 2, then the default fine-tuned from that on population 2's visible lenses.
-# TRAIN_OUT=DIR writes DIR/population1, DIR/population2 and DIR/default instead of the shipped ones.
+# TRAIN_OUT=DIR writes DIR/population1, DIR/population2 and DIR/default instead of the shipped ones;
+# TRAIN_FLAGS adds lensnet.train flags to every stage (e.g. "--precision bf16", "--threads 2").
 STAGE1_OUT = $(if $(TRAIN_OUT),$(TRAIN_OUT)/population1,lensnet/weights/population1)
 STAGE2_OUT = $(if $(TRAIN_OUT),$(TRAIN_OUT)/population2,lensnet/weights/population2)
+TRAIN_FLAGS ?=
 train-default: $(VENV)/.installed  ## retrain the shipped default model from its recorded recipes (three stages)
-	$(PY) -m lensnet.train --config lensnet/weights/population1/train.yaml --out $(STAGE1_OUT) --resume
+	$(PY) -m lensnet.train --config lensnet/weights/population1/train.yaml --out $(STAGE1_OUT) --resume $(TRAIN_FLAGS)
 	$(PY) -m lensnet.train --config lensnet/weights/population2/train.yaml --init-from $(STAGE1_OUT) \
-		--out $(STAGE2_OUT) --resume
+		--out $(STAGE2_OUT) --resume $(TRAIN_FLAGS)
 	$(PY) -m lensnet.train --config lensnet/weights/default/train.yaml --init-from $(STAGE2_OUT) \
-		--out $(if $(TRAIN_OUT),$(TRAIN_OUT)/default,lensnet/weights/default) --resume
+		--out $(if $(TRAIN_OUT),$(TRAIN_OUT)/default,lensnet/weights/default) --resume $(TRAIN_FLAGS)
 
 GPU_OUT ?= runs/gpu-population2
 train-gpu: $(VENV)/.installed  ## GPU node: simulate, train a wider model from scratch on population 2, evaluate (one folder, 9-min budget)
