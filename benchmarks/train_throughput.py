@@ -52,18 +52,20 @@ from lensnet.checkpoint import load_config
 from lensnet.train import (
     PRECISIONS,
     optimiser_and_schedule,
+    resolve_precision,
     to_training_device,
     train_one_epoch,
     train_step,
-    uses_bf16,
 )
 
 
-def build(model: str, device: torch.device, steps: int, learning_rate: float = 1e-3, channels_last: bool = False):
-    """A fresh module of ``model``'s architecture, its AdamW and one-cycle schedule, as ``lensnet.train`` sets them."""
+def build(model: str, device: torch.device, steps: int, learning_rate: float = 1e-3,
+          channels_last: bool | None = None):
+    """A fresh module of ``model``'s architecture, its AdamW and one-cycle schedule, as ``lensnet.train`` sets them
+    (channels-last as :func:`lensnet.train.to_training_device` decides unless told)."""
     config = load_config(model)
     module = config.build()
-    to_training_device(module, device, device.type == "cuda" or channels_last)
+    to_training_device(module, device, channels_last)
     module.train()
     optimizer, scheduler = optimiser_and_schedule(list(module.parameters()), learning_rate, 1e-4, steps)
     return config, module, optimizer, scheduler
@@ -78,8 +80,8 @@ def measure(model: str, device: torch.device, stamps: int, batch_size: int, warm
     labels = (torch.rand(stamps, generator=generator) < 0.5).float().to(device)
     order = np.arange(stamps)
     steps = -(-stamps // batch_size)
-    use_amp = uses_bf16(precision, device)
-    channels_last = device.type == "cuda" or use_amp  # as lensnet.train lays them out
+    mode = resolve_precision(precision, device)  # autocast and layout as lensnet.train uses them
+    use_amp, channels_last = mode.bf16, mode.channels_last
     with_fp32 = use_amp and device.type == "cpu"
     rounds = warm_rounds + 1
     # the two loop variants share a model and optimiser, the bare steps and forward have their own;
@@ -97,20 +99,17 @@ def measure(model: str, device: torch.device, stamps: int, batch_size: int, warm
                                        augmentation=augmentation if augment else None, use_amp=use_amp,
                                        channels_last=channels_last)
 
-    def bare_step():
-        for _ in range(steps):
-            train_step(bare_module, bare_optimizer, bare_scheduler, batch, target, pos_weight, use_amp)
-
-    variants = {"loop": loop(True), "loop, no augmentation": loop(False), "bare step": bare_step}
-    if with_fp32:
-        _, fp32_module, fp32_optimizer, fp32_scheduler = build(model, device, steps * rounds)
-        fp32_batch = inputs[:batch_size].contiguous()
-
-        def bare_step_fp32():
+    def bare(module, optimizer, scheduler, batch, amp):
+        def run():
             for _ in range(steps):
-                train_step(fp32_module, fp32_optimizer, fp32_scheduler, fp32_batch, target, pos_weight, False)
+                train_step(module, optimizer, scheduler, batch, target, pos_weight, amp)
+        return run
 
-        variants["bare step, fp32"] = bare_step_fp32
+    variants = {"loop": loop(True), "loop, no augmentation": loop(False),
+                "bare step": bare(bare_module, bare_optimizer, bare_scheduler, batch, use_amp)}
+    if with_fp32:  # the default layout without autocast, as a CPU run trains by default
+        _, *fp32 = build(model, device, steps * rounds)
+        variants["bare step, fp32"] = bare(*fp32, inputs[:batch_size].contiguous(), False)
 
     def forward():
         bare_module.eval()
@@ -131,7 +130,7 @@ def measure(model: str, device: torch.device, stamps: int, batch_size: int, warm
         ratios["bare step bf16 / fp32"] = paired_ratios(rates["bare step"], rates["bare step, fp32"])
     return {
         "model": model, "architecture": config.architecture, "device": str(device), "stamps_per_round": work,
-        "batch_size": batch_size, "precision": "bf16 autocast" if use_amp else "fp32",
+        "batch_size": batch_size, "precision": mode.label,
         "threads": torch.get_num_threads(),
         "variants": {name: {**timing, "stamps_per_s": rates[name],
                             "cold_stamps_per_s": work / timing["cold_s"]}

@@ -19,8 +19,9 @@ checkpoint is kept, and a resumed run that had stopped stays stopped).
 
 Precision: ``--precision auto`` (the default) trains under bf16 autocast on a GPU and in fp32 on
 a CPU; ``--precision bf16`` uses bf16 autocast and channels-last batches on a CPU too, which on
-CPUs with native bf16 instructions (AVX512-BF16, AMX) trains about twice as fast
-(``benchmarks/train_throughput.py --precision``); ``fp32`` never uses autocast.
+CPUs with native bf16 instructions (AVX512-BF16, AMX) trains faster (a step 2.4x fp32's on a
+2-core AVX512-BF16 CPU: ``benchmarks/train_throughput.py --precision bf16``,
+``benchmarks/results/train/``); ``fp32`` never uses autocast.
 
 Longer than the project's ~400-line guide: the recipe, its k-fold variant and the command line
 that types and documents every key of it are one unit, and splitting them would scatter TrainConfig.
@@ -51,8 +52,9 @@ from lensnet.data import StampSet, stamp_set_from_spec
 from lensnet.evaluate import evaluation_report, predict_logits
 from lensnet.preprocess import normalise
 
-__all__ = ["TrainConfig", "check_config", "config_from_mapping", "drop_faint_lenses", "evaluation_report",
-           "fold_directory", "holdout_split", "jsonable", "kfold_split", "predict_logits", "summarise_folds", "train"]
+__all__ = ["TrainConfig", "TrainingPrecision", "check_config", "check_precision", "config_from_mapping",
+           "drop_faint_lenses", "evaluation_report", "fold_directory", "holdout_split", "jsonable", "kfold_split",
+           "predict_logits", "resolve_precision", "summarise_folds", "train"]
 
 #: Per-fold file written when a fold has finished training; ``cv_summary.json`` collects them.
 FOLD_RESULT_FILE = "validation.json"
@@ -101,11 +103,27 @@ class TrainConfig:
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
-def uses_bf16(precision: str, device: torch.device) -> bool:
-    """Whether a run at ``precision`` on ``device`` trains under bf16 autocast (see :data:`PRECISIONS`)."""
+@dataclass(frozen=True)
+class TrainingPrecision:
+    """How a run at one ``precision`` trains on one device (:func:`resolve_precision`)."""
+
+    bf16: bool  # under bf16 autocast
+    channels_last: bool  # module and batches channels-last (on a GPU, and wherever bf16 runs)
+    label: str  # "bf16 autocast" or "fp32", as config.json, last.pt and the model card record it
+
+
+def check_precision(precision: str) -> None:
+    """Raise ``ValueError`` for a ``precision`` that is not one of :data:`PRECISIONS`."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
-    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
+def resolve_precision(precision: str, device: torch.device) -> TrainingPrecision:
+    """What ``precision`` (see :data:`PRECISIONS`) means on ``device``."""
+    check_precision(precision)
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return TrainingPrecision(bf16=bf16, channels_last=device.type == "cuda" or bf16,
+                             label="bf16 autocast" if bf16 else "fp32")
 
 
 def cpu_has_native_bf16() -> bool:
@@ -250,8 +268,7 @@ def check_config(config: TrainConfig) -> None:
         raise ValueError(f"train_arc_snr_min must be >= 0; got {config.train_arc_snr_min}")
     if config.patience is not None and config.patience < 1:
         raise ValueError(f"--patience must be at least 1 epoch; got {config.patience}")
-    if config.precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {config.precision!r}")
+    check_precision(config.precision)
     if not config.init_from:
         from lensnet.models import model_spec
         from lensnet.preprocess import NORMALISATIONS
@@ -302,13 +319,11 @@ def _fit(config: TrainConfig, data: StampSet, inputs: torch.Tensor, labels: torc
                   "weights_sha256": loaded.weights_sha256}
     else:
         module = model_config.build()
-    use_amp = uses_bf16(config.precision, device)
-    precision = "bf16 autocast" if use_amp else "fp32"
-    channels_last = device.type == "cuda" or use_amp
-    if use_amp and device.type == "cpu" and not cpu_has_native_bf16():
+    precision = resolve_precision(config.precision, device)
+    if precision.bf16 and device.type == "cpu" and not cpu_has_native_bf16():
         print("precision bf16: this CPU has no bf16 instructions (AVX512-BF16, AMX), so bf16 runs emulated and "
               "slower than fp32 here", flush=True)
-    to_training_device(module, device, channels_last)
+    to_training_device(module, device, precision.channels_last)
     if config.freeze_backbone:
         _freeze_all_but_last_linear(module)
     steps_per_epoch = int(np.ceil(len(train_index) / config.batch_size))
@@ -328,9 +343,9 @@ def _fit(config: TrainConfig, data: StampSet, inputs: torch.Tensor, labels: torc
             raise ValueError(f"{state_path} belongs to a {state.get('epochs')}-epoch schedule; resume with "
                              f"--epochs {state.get('epochs')}")
         # (a last.pt from before precision was recorded trained as auto does)
-        started_in = state.get("precision", "fp32" if device.type == "cpu" else "bf16 autocast")
-        if started_in != precision:
-            raise ValueError(f"{state_path} was trained in {started_in}, not {precision}: resume with the "
+        started_in = state.get("precision", resolve_precision("auto", device).label)
+        if started_in != precision.label:
+            raise ValueError(f"{state_path} was trained in {started_in}, not {precision.label}: resume with the "
                              "precision it started with (--precision)")
         module.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -358,8 +373,8 @@ def _fit(config: TrainConfig, data: StampSet, inputs: torch.Tensor, labels: torc
         started = time.perf_counter()
         train_loss = train_one_epoch(module, optimizer, scheduler, inputs, labels, train_index[permutation],
                                      batch_size=config.batch_size, generator=generator, pos_weight=pos_weight,
-                                     device=device, augmentation=augmentation, use_amp=use_amp,
-                                     channels_last=channels_last,
+                                     device=device, augmentation=augmentation, use_amp=precision.bf16,
+                                     channels_last=precision.channels_last,
                                      desc=f"epoch {epoch + 1}/{config.epochs}")
         val_logits = predict_logits(module, inputs[torch.from_numpy(val_index).to(inputs.device)], device)
         val_labels = labels[torch.from_numpy(val_index).to(labels.device)].cpu().numpy()
@@ -380,7 +395,7 @@ def _fit(config: TrainConfig, data: StampSet, inputs: torch.Tensor, labels: torc
                                               **jsonable(data.attrs)},
                                      "validation": validation,
                                      "command": command or "", "device": _device_description(device),
-                                     "precision": precision}
+                                     "precision": precision.label}
             if parent:
                 model_config.training["parent"] = parent
             if fold is not None:
@@ -391,7 +406,7 @@ def _fit(config: TrainConfig, data: StampSet, inputs: torch.Tensor, labels: torc
                     "torch_rng": torch.get_rng_state(),
                     "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
                     "epoch": epoch, "epochs": config.epochs, "best_val": best_val, "history": history,
-                    "validation": validation, "precision": precision}, state_path.with_suffix(".pt.partial"))
+                    "validation": validation, "precision": precision.label}, state_path.with_suffix(".pt.partial"))
         state_path.with_suffix(".pt.partial").replace(state_path)  # a kill never leaves a truncated last.pt
         if config.patience is not None and _stale_epochs(history) >= config.patience:
             print(f"stopping early: no better validation loss for {config.patience} epochs", flush=True)
@@ -629,8 +644,8 @@ FIELD_HELP: dict[str, str] = {
     "name": "model name recorded in config.json (default: the --out directory's name)",
     "folds": "k-fold cross-validation: train K models, each validated on its own fold",
     "fold": "with --folds: train only this fold (0-based)",
-    "precision": "auto (bf16 autocast on a GPU, fp32 on a CPU), fp32, or bf16 (also on a CPU: about twice as fast "
-                 "where the CPU has bf16 instructions)",
+    "precision": "auto (bf16 autocast on a GPU, fp32 on a CPU), fp32, or bf16 (also on a CPU: a step 2.4x fp32's "
+                 "on a 2-core CPU with AVX512-BF16, benchmarks/results/train/; slower without bf16 instructions)",
 }
 _SCALAR_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 

@@ -138,8 +138,8 @@ def test_bf16_precision_trains_under_autocast_on_a_cpu_and_says_so(tmp_path, mon
     assert "no bf16 instructions" in capsys.readouterr().out
     with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16"):
         train(TrainConfig(out=str(tmp_path / "x"), precision="fp16", **settings))
-    assert train_module.uses_bf16("auto", torch.device("cuda")) and not train_module.uses_bf16("fp32",
-                                                                                                torch.device("cuda"))
+    assert train_module.resolve_precision("auto", torch.device("cuda")).bf16
+    assert not train_module.resolve_precision("fp32", torch.device("cuda")).bf16
 
 
 def test_evaluation_report_counts_the_deeplens_completeness_subset():
