@@ -22,11 +22,13 @@ device, the augmentation, the bookkeeping). Writes ``train_throughput.{json,md}`
     python benchmarks/train_throughput.py --out benchmarks/results/train           # ~1 min on 2 cores
     python benchmarks/train_throughput.py --device cuda --stamps 65536 --out OUT    # a GPU
     python benchmarks/train_throughput.py --precision bf16 --out OUT                # a CPU, bf16 against fp32
+    python benchmarks/train_throughput.py --architecture lensresnet-wide --precision bf16 --out OUT
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -48,9 +50,11 @@ from benchmarks.common import (
     paired_ratios,
     per_second,
 )
-from lensnet.checkpoint import load_config
+from lensnet import list_models
+from lensnet.checkpoint import ModelConfig, load_config
 from lensnet.train import (
     PRECISIONS,
+    arch_kwargs_for,
     optimiser_and_schedule,
     resolve_precision,
     to_training_device,
@@ -59,11 +63,23 @@ from lensnet.train import (
 )
 
 
-def build(model: str, device: torch.device, steps: int, learning_rate: float = 1e-3,
-          channels_last: bool | None = None):
-    """A fresh module of ``model``'s architecture, its AdamW and one-cycle schedule, as ``lensnet.train`` sets them
-    (channels-last as :func:`lensnet.train.to_training_device` decides unless told)."""
+def model_config(model: str, architecture: str | None = None) -> ModelConfig:
+    """``model``'s config; with ``architecture``, that registered architecture instead (its default
+    keywords, sized for ``model``'s bands and stamps, as ``lensnet.train`` would build it)."""
     config = load_config(model)
+    if architecture is None or architecture == config.architecture:
+        return config
+    if architecture not in list_models():
+        raise SystemExit(f"--architecture {architecture!r} is not registered; choose from {list_models()}")
+    return dataclasses.replace(config, architecture=architecture,
+                               arch_kwargs=arch_kwargs_for(architecture, {}, config.stamp_size_px))
+
+
+def build(model: str, device: torch.device, steps: int, learning_rate: float = 1e-3,
+          channels_last: bool | None = None, architecture: str | None = None):
+    """A fresh module of ``model``'s architecture (or ``architecture``), its AdamW and one-cycle schedule, as
+    ``lensnet.train`` sets them (channels-last as :func:`lensnet.train.to_training_device` decides unless told)."""
+    config = model_config(model, architecture)
     module = config.build()
     to_training_device(module, device, channels_last)
     module.train()
@@ -72,8 +88,8 @@ def build(model: str, device: torch.device, steps: int, learning_rate: float = 1
 
 
 def measure(model: str, device: torch.device, stamps: int, batch_size: int, warm_rounds: int,
-            seed: int = 0, precision: str = "auto") -> dict:
-    config = load_config(model)
+            seed: int = 0, precision: str = "auto", architecture: str | None = None) -> dict:
+    config = model_config(model, architecture)
     shape = (stamps, len(config.bands), config.stamp_size_px, config.stamp_size_px)
     generator = torch.Generator().manual_seed(seed)
     inputs = torch.randn(shape, generator=generator).to(device)
@@ -86,8 +102,10 @@ def measure(model: str, device: torch.device, stamps: int, batch_size: int, warm
     rounds = warm_rounds + 1
     # the two loop variants share a model and optimiser, the bare steps and forward have their own;
     # each schedule is sized for all the rounds' steps
-    _, module, optimizer, scheduler = build(model, device, 2 * steps * rounds, channels_last=channels_last)
-    _, bare_module, bare_optimizer, bare_scheduler = build(model, device, steps * rounds, channels_last=channels_last)
+    _, module, optimizer, scheduler = build(model, device, 2 * steps * rounds, channels_last=channels_last,
+                                             architecture=architecture)
+    _, bare_module, bare_optimizer, bare_scheduler = build(model, device, steps * rounds, channels_last=channels_last,
+                                                              architecture=architecture)
     pos_weight = torch.tensor(1.0, device=device)
     augmentation = {"max_rotation_deg": 180.0, "zoom": (0.8, 1.2), "max_shift_px": 3.0}
     batch = inputs[:batch_size].contiguous(memory_format=torch.channels_last) if channels_last else inputs[:batch_size]
@@ -108,7 +126,7 @@ def measure(model: str, device: torch.device, stamps: int, batch_size: int, warm
     variants = {"loop": loop(True), "loop, no augmentation": loop(False),
                 "bare step": bare(bare_module, bare_optimizer, bare_scheduler, batch, use_amp)}
     if with_fp32:  # the default layout without autocast, as a CPU run trains by default
-        _, *fp32 = build(model, device, steps * rounds)
+        _, *fp32 = build(model, device, steps * rounds, architecture=architecture)
         variants["bare step, fp32"] = bare(*fp32, inputs[:batch_size].contiguous(), False)
 
     def forward():
@@ -129,7 +147,8 @@ def measure(model: str, device: torch.device, stamps: int, batch_size: int, warm
     if with_fp32:
         ratios["bare step bf16 / fp32"] = paired_ratios(rates["bare step"], rates["bare step, fp32"])
     return {
-        "model": model, "architecture": config.architecture, "device": str(device), "stamps_per_round": work,
+        "model": model, "architecture": config.architecture,
+        "parameters": sum(p.numel() for p in module.parameters()), "device": str(device), "stamps_per_round": work,
         "batch_size": batch_size, "precision": mode.label,
         "threads": torch.get_num_threads(),
         "variants": {name: {**timing, "stamps_per_s": rates[name],
@@ -147,7 +166,8 @@ def markdown(report: dict) -> str:
             for name, variant in report["variants"].items()]
     ratios = [[name, median_spread_text(ratio, digits=3)] for name, ratio in report["ratios"].items()]
     return "\n".join([
-        f"# Training throughput: `{report['architecture']}` on {report['device_name']}",
+        f"# Training throughput: `{report['architecture']}` ({report['parameters']:,} parameters) "
+        f"on {report['device_name']}",
         "",
         (f"{report['stamps_per_round']:,} stamps per round, batch {report['batch_size']}, {report['precision']}, "
          f"{report['threads']} CPU threads; medians of {len(next(iter(report['variants'].values()))['warm_s'])} "
@@ -163,6 +183,9 @@ def markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="benchmarks/train_throughput.py", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default", help="shipped model or checkpoint whose architecture to train")
+    parser.add_argument("--architecture", default=None,
+                        help="train this registered architecture instead of --model's (same bands and stamp size), "
+                             "e.g. lensresnet-wide")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--stamps", type=int, default=None,
                         help="stamps per round (default 65,536 on a GPU, 2,048 on a CPU)")
@@ -180,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
                           ("cpu" if args.device == "auto" else args.device))
     stamps = args.stamps or (65_536 if device.type == "cuda" else 2_048)
     log(f"training throughput of {args.model} on {device}, {stamps} stamps per round")
-    report = measure(args.model, device, stamps, args.batch_size, args.rounds, precision=args.precision)
+    report = measure(args.model, device, stamps, args.batch_size, args.rounds, precision=args.precision,
+                     architecture=args.architecture)
     report["device_name"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     report["machine"] = machine_info()
     out = Path(args.out)

@@ -306,7 +306,7 @@ def _fit(config: TrainConfig, data: StampSet, inputs: torch.Tensor, labels: torc
         architecture=config.architecture, bands=data.bands, stamp_size_px=int(inputs.shape[-1]),
         pixel_scale_arcsec=float(data.attrs.get("pixel_scale_arcsec", float("nan"))),
         normalisation=config.normalisation, normalisation_params=dict(config.normalisation_params),
-        arch_kwargs=_arch_kwargs_for(config.architecture, config.arch_kwargs, int(inputs.shape[-1])),
+        arch_kwargs=arch_kwargs_for(config.architecture, config.arch_kwargs, int(inputs.shape[-1])),
         train_prevalence=float(labels[train_index].mean()),
         name=name if fold is None else f"{name}-fold-{fold}",
     )
@@ -560,7 +560,7 @@ def _device_description(device: torch.device) -> str:
     return f"{device.type} ({name}), torch {torch.__version__}"
 
 
-def _arch_kwargs_for(architecture: str, arch_kwargs: dict[str, Any], stamp_size_px: int) -> dict[str, Any]:
+def arch_kwargs_for(architecture: str, arch_kwargs: dict[str, Any], stamp_size_px: int) -> dict[str, Any]:
     """The architecture's keywords, with ``input_size_px`` taken from the data when the
     architecture sizes a layer from it (flatten heads) and the recipe did not set it."""
     import inspect

@@ -373,3 +373,19 @@ def test_training_throughput_times_the_real_epoch_loop_against_a_bare_step(tmp_p
     assert ratio["per_round"] == [round(a / b, 4) for a, b in zip(bf16["variants"]["bare step"]["stamps_per_s"],
                                                                   bf16["variants"]["bare step, fp32"]["stamps_per_s"])]
     assert "bare step, fp32" not in report["variants"]
+
+
+def test_training_throughput_can_time_another_architecture_at_the_models_input(tmp_path):
+    from benchmarks import train_throughput
+    from lensnet.checkpoint import load_config
+
+    default = load_config("default")
+    wide = train_throughput.measure("default", torch.device("cpu"), stamps=32, batch_size=32, warm_rounds=1,
+                                    architecture="lensresnet-wide")
+    assert wide["architecture"] == "lensresnet-wide" != default.architecture
+    assert wide["parameters"] > 2 * sum(p.numel() for p in default.build().parameters())
+    assert train_throughput.main(["--architecture", "lensresnet-wide", "--stamps", "32", "--batch-size", "32",
+                                  "--rounds", "1", "--out", str(tmp_path)]) == 0
+    assert "`lensresnet-wide` (" in (tmp_path / "train_throughput.md").read_text()
+    with pytest.raises(SystemExit, match="not registered"):
+        train_throughput.model_config("default", "no-such-net")
