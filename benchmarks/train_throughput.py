@@ -75,11 +75,10 @@ def model_config(model: str, architecture: str | None = None) -> ModelConfig:
                                arch_kwargs=arch_kwargs_for(architecture, {}, config.stamp_size_px))
 
 
-def build(model: str, device: torch.device, steps: int, learning_rate: float = 1e-3,
-          channels_last: bool | None = None, architecture: str | None = None):
-    """A fresh module of ``model``'s architecture (or ``architecture``), its AdamW and one-cycle schedule, as
-    ``lensnet.train`` sets them (channels-last as :func:`lensnet.train.to_training_device` decides unless told)."""
-    config = model_config(model, architecture)
+def build(config: ModelConfig, device: torch.device, steps: int, learning_rate: float = 1e-3,
+          channels_last: bool | None = None):
+    """A fresh module of ``config``'s architecture, its AdamW and one-cycle schedule, as ``lensnet.train``
+    sets them (channels-last as :func:`lensnet.train.to_training_device` decides unless told)."""
     module = config.build()
     to_training_device(module, device, channels_last)
     module.train()
@@ -102,10 +101,8 @@ def measure(model: str, device: torch.device, stamps: int, batch_size: int, warm
     rounds = warm_rounds + 1
     # the two loop variants share a model and optimiser, the bare steps and forward have their own;
     # each schedule is sized for all the rounds' steps
-    _, module, optimizer, scheduler = build(model, device, 2 * steps * rounds, channels_last=channels_last,
-                                             architecture=architecture)
-    _, bare_module, bare_optimizer, bare_scheduler = build(model, device, steps * rounds, channels_last=channels_last,
-                                                              architecture=architecture)
+    _, module, optimizer, scheduler = build(config, device, 2 * steps * rounds, channels_last=channels_last)
+    _, bare_module, bare_optimizer, bare_scheduler = build(config, device, steps * rounds, channels_last=channels_last)
     pos_weight = torch.tensor(1.0, device=device)
     augmentation = {"max_rotation_deg": 180.0, "zoom": (0.8, 1.2), "max_shift_px": 3.0}
     batch = inputs[:batch_size].contiguous(memory_format=torch.channels_last) if channels_last else inputs[:batch_size]
@@ -126,7 +123,7 @@ def measure(model: str, device: torch.device, stamps: int, batch_size: int, warm
     variants = {"loop": loop(True), "loop, no augmentation": loop(False),
                 "bare step": bare(bare_module, bare_optimizer, bare_scheduler, batch, use_amp)}
     if with_fp32:  # the default layout without autocast, as a CPU run trains by default
-        _, *fp32 = build(model, device, steps * rounds, architecture=architecture)
+        _, *fp32 = build(config, device, steps * rounds)
         variants["bare step, fp32"] = bare(*fp32, inputs[:batch_size].contiguous(), False)
 
     def forward():
@@ -202,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     stamps = args.stamps or (65_536 if device.type == "cuda" else 2_048)
-    log(f"training throughput of {args.model} on {device}, {stamps} stamps per round")
+    trained = args.model if args.architecture is None else f"{args.architecture} (at {args.model}'s bands and stamp size)"
+    log(f"training throughput of {trained} on {device}, {stamps} stamps per round")
     report = measure(args.model, device, stamps, args.batch_size, args.rounds, precision=args.precision,
                      architecture=args.architecture)
     report["device_name"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
