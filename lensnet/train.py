@@ -43,11 +43,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
+from torch import nn
 from tqdm import tqdm
 
 from lensnet import metrics
 from lensnet.augment import augment
-from lensnet.checkpoint import CONFIG_FILE, ModelConfig, load_config, load_model, save_checkpoint
+from lensnet.checkpoint import (
+    CONFIG_FILE,
+    LoadedModel,
+    ModelConfig,
+    load_config,
+    load_model,
+    save_checkpoint,
+)
 from lensnet.data import StampSet, stamp_set_from_spec
 from lensnet.evaluate import evaluation_report, predict_logits
 from lensnet.preprocess import normalise
@@ -227,6 +235,9 @@ def train(config: TrainConfig, command: str | None = None) -> Path:
     """
     check_config(config)  # before any stamp is loaded or simulated
     config = _with_init_checkpoint_settings(config)
+    if config.arch_kwargs.get("deflector_subtracted") and config.normalisation != "asinh_stretch":
+        raise ValueError("deflector_subtracted inverts the asinh_stretch normalisation; this recipe normalises "
+                         f"with {config.normalisation}")
     if config.threads:
         torch.set_num_threads(config.threads)
     # Data first: simulating in worker processes must happen before CUDA is initialised.
@@ -286,12 +297,51 @@ def _with_init_checkpoint_settings(config: TrainConfig) -> TrainConfig:
     if not config.init_from:
         return config
     source = load_config(config.init_from)
-    inherited = {"architecture": source.architecture, "arch_kwargs": dict(source.arch_kwargs),
+    # keywords the checkpoint does not set extend its architecture (checked in _init_module)
+    added = {key: value for key, value in config.arch_kwargs.items() if key not in source.arch_kwargs}
+    inherited = {"architecture": source.architecture, "arch_kwargs": {**source.arch_kwargs, **added},
                  "normalisation": source.normalisation, "normalisation_params": dict(source.normalisation_params)}
     changed = [key for key, value in inherited.items() if getattr(config, key) != value]
     if changed:
         print(f"--init-from {config.init_from}: using its {', '.join(changed)}", flush=True)
+    if added:
+        print(f"--init-from {config.init_from}: extending its architecture with "
+              f"{', '.join(f'{key}={value!r}' for key, value in added.items())}", flush=True)
     return dataclasses.replace(config, **inherited)
+
+
+def _init_module(model_config: ModelConfig, parent: LoadedModel) -> nn.Module:
+    """The module to fine-tune from ``parent``: its own, or one built from ``model_config`` when the
+    recipe added architecture keywords, holding every parent weight and scoring exactly as the parent.
+
+    Raises:
+        ValueError: when the added keywords change or drop a parent weight, or change the scores
+            (an extension must start at zero, as ``deflector_subtracted`` does).
+    """
+    if model_config.arch_kwargs == parent.config.arch_kwargs:
+        return parent.module
+    module = model_config.build()
+    added = ", ".join(sorted(set(model_config.arch_kwargs) - set(parent.config.arch_kwargs)))
+    try:
+        missing, unexpected = module.load_state_dict(parent.module.state_dict(), strict=False)
+    except RuntimeError as error:  # a weight of another shape
+        raise ValueError(f"arch_kwargs {added} reshape weights of {parent.config.name}: "
+                         f"{str(error).splitlines()[-1].strip()}") from None
+    if unexpected:
+        raise ValueError(f"arch_kwargs {added} drop weights of {parent.config.name}: {', '.join(unexpected)}")
+    module.eval()
+    generator = torch.Generator().manual_seed(0)
+    size = model_config.stamp_size_px
+    probe = torch.randn(8, len(model_config.bands), size, size, generator=generator) * 3.0
+    with torch.no_grad():
+        before, after = parent.module.eval()(probe), module(probe)
+    if not torch.allclose(before, after, rtol=1e-4, atol=1e-4):
+        raise ValueError(f"arch_kwargs {added} change {parent.config.name}'s scores before any training "
+                         f"(largest logit change {float((before - after).abs().max()):.3g}); only an extension "
+                         "that starts at zero can be added to a trained network")
+    print(f"extended {parent.config.name} with {added}: new parameters {', '.join(missing)} start at zero; "
+          "scores unchanged", flush=True)
+    return module
 
 
 def _fit(config: TrainConfig, data: StampSet, inputs: torch.Tensor, labels: torch.Tensor,
@@ -313,7 +363,7 @@ def _fit(config: TrainConfig, data: StampSet, inputs: torch.Tensor, labels: torc
     parent: dict[str, Any] = {}
     if config.init_from:
         loaded = load_model(config.init_from)
-        module = loaded.module
+        module = _init_module(model_config, loaded)
         # which weights it started from, so that a card can name them after a rename or a retraining
         parent = {"checkpoint": str(config.init_from), "name": loaded.config.name,
                   "weights_sha256": loaded.weights_sha256}

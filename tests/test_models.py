@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -246,3 +247,44 @@ def test_create_model_rejects_unknown_names_and_bad_bands() -> None:
     assert all(name in message for name in ("deeplens", "ou-66", "lens-detector"))
     with pytest.raises(ValueError):
         create_model("deeplens", bands=0)
+
+
+def test_deflector_subtraction_cancels_a_red_deflector_and_keeps_a_blue_ring() -> None:
+    from lensnet.models.lensresnet import DeflectorSubtraction
+    from lensnet.preprocess import asinh_stretch
+
+    ys, xs = np.mgrid[:64, :64] - 32.0
+    radius = np.hypot(xs, ys)
+    deflector = 2000.0 * np.exp(-0.5 * (radius / 3.0) ** 2)
+    ring = 40.0 * np.exp(-0.5 * ((radius - 9.0) / 1.0) ** 2)
+    colours = np.array([0.3, 0.6, 1.0])  # g, r, i relative to i: a red galaxy
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0.0, 1.0, (2, 3, 64, 64))
+    galaxy = colours[:, None, None] * deflector + noise[0]
+    lens = colours[:, None, None] * deflector + np.array([1.0, 0.5, 0.0])[:, None, None] * ring + noise[1]
+    stretched = torch.from_numpy(asinh_stretch(np.stack([galaxy, lens])))
+    residual = DeflectorSubtraction(bands=3)(stretched)
+    assert residual.shape == (2, 2, 64, 64) and residual.dtype == torch.float32
+    core = (slice(None), 0, slice(28, 37), slice(28, 37))
+    # the deflector's core is ~7 in the stretched g band and within the noise after subtraction
+    assert stretched[core].abs().mean() > 5.0
+    assert residual[core].abs().mean() < 0.5
+    on_ring = (radius > 8) & (radius < 10)
+    assert float(residual[1, 0][torch.from_numpy(on_ring)].mean()) > 3 * float(residual[0, 0][torch.from_numpy(on_ring)].abs().mean())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.isfinite(DeflectorSubtraction(bands=3)(stretched.bfloat16() * 40)).all()
+    with pytest.raises(ValueError, match="at least 2 bands"):
+        DeflectorSubtraction(bands=1)
+
+
+def test_a_deflector_subtracted_stem_starts_at_zero_so_an_extended_network_scores_as_before() -> None:
+    torch.manual_seed(0)
+    plain = create_model("lensresnet-fast", bands=3).eval()
+    extended = create_model("lensresnet-fast", bands=3, deflector_subtracted=True).eval()
+    missing, unexpected = extended.load_state_dict(plain.state_dict(), strict=False)
+    assert missing == ["deflector_stem.weight"] and not unexpected
+    stamps = torch.randn(4, 3, 64, 64) * 3
+    with torch.no_grad():
+        torch.testing.assert_close(extended(stamps), plain(stamps))
+        extended.deflector_stem.weight.fill_(0.01)
+        assert not torch.allclose(extended(stamps), plain(stamps))

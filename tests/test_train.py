@@ -233,3 +233,28 @@ def test_training_with_an_arc_snr_cut_trains_on_the_visible_lenses_and_says_so(t
     assert training["recipe"]["train_arc_snr_min"] == 10.0
     with pytest.raises(ValueError, match="train_arc_snr_min must be >= 0"):
         train(TrainConfig(data=str(data), out=str(tmp_path / "bad"), train_arc_snr_min=-1.0))
+
+
+def test_fine_tuning_can_extend_a_trained_network_with_a_deflector_subtracted_view(tmp_path, capsys):
+    data = write_stamp_set(tmp_path / "data")
+    settings = {"data": str(data), "architecture": "lensresnet-tiny", "epochs": 1, "batch_size": 16,
+                "learning_rate": 5e-3, "validation_fraction": 0.25, "threads": 1, "seed": 3,
+                "normalisation": "asinh_stretch"}
+    parent = train(TrainConfig(out=str(tmp_path / "parent"), **settings))
+    child = load_model(train(TrainConfig(out=str(tmp_path / "child"), init_from=str(parent),
+                                         arch_kwargs={"deflector_subtracted": True}, **settings)))
+    out = capsys.readouterr().out
+    assert "extending its architecture with deflector_subtracted=True" in out
+    assert "new parameters deflector_stem.weight start at zero; scores unchanged" in out
+    assert child.config.arch_kwargs["deflector_subtracted"] is True
+    assert child.module.deflector_stem.weight.abs().sum() > 0  # the new stem trained
+    # an added keyword that reshapes or changes the parent's weights is refused before training
+    with pytest.raises(ValueError, match="reshape weights of parent"):
+        train(TrainConfig(out=str(tmp_path / "wider"), init_from=str(parent), arch_kwargs={"widths": [8, 16, 64]},
+                          **settings))
+    with pytest.raises(ValueError, match="inverts the asinh_stretch normalisation; this recipe normalises with zscale"):
+        train(TrainConfig(out=str(tmp_path / "zscale"), arch_kwargs={"deflector_subtracted": True},
+                          **{**settings, "normalisation": "zscale"}))
+    with pytest.raises(ValueError, match="change parent's scores before any training"):
+        train(TrainConfig(out=str(tmp_path / "strided"), init_from=str(parent), arch_kwargs={"stem_stride": 2},
+                          **settings))

@@ -39,8 +39,56 @@ class PreActBlock(nn.Module):
         return out + shortcut
 
 
+class DeflectorSubtraction(nn.Module):
+    """The other bands minus the reddest band scaled to the deflector's colour, per stamp.
+
+    Input is ``asinh_stretch`` output, ``arcsinh(flux / (scale * sigma))`` per band, so
+    ``sinh`` recovers each band's flux in units of its own softening. In those units the
+    deflector's colour is the least-squares ratio ``alpha_b`` of band ``b`` to the reference
+    band over the central ``(2 r + 1)^2`` pixels, where the deflector dominates; the output is
+    ``arcsinh(flux_b - alpha_b * flux_ref)`` for every band but the reference. A red deflector
+    then cancels and blue arcs stay, which the network cannot compute from the stretched bands
+    themselves: a difference of fluxes is not a linear function of their arcsinh.
+    Computed in float32 whatever the autocast precision.
+    """
+
+    #: sinh(20) ~ 2.4e8: beyond it float32 loses the pixel; no real stamp reaches it after the stretch.
+    MAX_STRETCHED = 20.0
+
+    def __init__(self, bands: int, core_radius_px: int = 2, reference_band: int = -1):
+        super().__init__()
+        if bands < 2:
+            raise ValueError(f"deflector subtraction needs at least 2 bands, got {bands}")
+        if core_radius_px < 0:
+            raise ValueError(f"core_radius_px must be >= 0, got {core_radius_px}")
+        self.core_radius_px = core_radius_px
+        self.reference_band = reference_band % bands
+        self.others = [band for band in range(bands) if band != self.reference_band]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            flux = torch.sinh(x.float().clamp(-self.MAX_STRETCHED, self.MAX_STRETCHED))
+            height, width = flux.shape[-2:]
+            r = min(self.core_radius_px, (height - 1) // 2, (width - 1) // 2)
+            core = flux[..., height // 2 - r:height // 2 + r + 1, width // 2 - r:width // 2 + r + 1]
+            reference = flux[:, self.reference_band:self.reference_band + 1]
+            core_reference = core[:, self.reference_band:self.reference_band + 1]
+            others = flux[:, self.others]
+            alpha = (core[:, self.others] * core_reference).sum((-2, -1)) / (
+                core_reference.square().sum((-2, -1)).clamp_min(1e-12))
+            residual = others - alpha.clamp(0.0, 100.0)[..., None, None] * reference
+            return torch.asinh(residual).to(x.dtype)
+
+
 class LensResNet(nn.Module):
-    """Stem, residual stages that halve the resolution, global pooling, one logit."""
+    """Stem, residual stages that halve the resolution, global pooling, one logit.
+
+    With ``deflector_subtracted``, a :class:`DeflectorSubtraction` view of the input (for
+    ``asinh_stretch`` normalisations only) goes through a second stem of the same geometry,
+    added to the first. That stem starts at zero, so a trained network extended with it
+    (``init_from`` plus ``arch_kwargs: {deflector_subtracted: true}``) scores exactly as
+    before its first fine-tuning step.
+    """
 
     def __init__(
         self,
@@ -50,9 +98,17 @@ class LensResNet(nn.Module):
         dropout: float = 0.1,
         stem_kernel: int = 3,
         stem_stride: int = 1,
+        deflector_subtracted: bool = False,
     ):
         super().__init__()
         self.stem = nn.Conv2d(bands, widths[0], stem_kernel, stem_stride, stem_kernel // 2, bias=False)
+        self.deflector = DeflectorSubtraction(bands) if deflector_subtracted else None
+        self.deflector_stem = (
+            nn.Conv2d(bands - 1, widths[0], stem_kernel, stem_stride, stem_kernel // 2, bias=False)
+            if deflector_subtracted else None
+        )
+        if self.deflector_stem is not None:
+            nn.init.zeros_(self.deflector_stem.weight)
         stages: list[nn.Module] = []
         in_channels = widths[0]
         for index, width in enumerate(widths):
@@ -71,7 +127,10 @@ class LensResNet(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.stages(self.stem(x))).squeeze(1)
+        features = self.stem(x)
+        if self.deflector is not None:
+            features = features + self.deflector_stem(self.deflector(x))
+        return self.head(self.stages(features)).squeeze(1)
 
 
 @register_model(input_size_px=64, reference="after Lanusse et al. 2018 (CMU DeepLens)")
