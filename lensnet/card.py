@@ -135,8 +135,10 @@ def render_card(directory: str | Path) -> str:
         f"# Model card: `{config.name}`",
         "",
         "## What it is",
-        f"- Architecture `{config.architecture}` ({parameters:,} parameters), one logit per stamp; "
-        "score = sigmoid(logit).",
+        f"- Architecture `{config.architecture}`"
+        + (f" with {', '.join(f'`{key}: {value}`' for key, value in config.arch_kwargs.items())}"
+           if config.arch_kwargs else "")
+        + f" ({parameters:,} parameters), one logit per stamp; score = sigmoid(logit).",
         f"- Input: bands {', '.join(config.bands)} (in this order), {config.stamp_size_px}×{config.stamp_size_px} px "
         f"at {config.pixel_scale_arcsec}″/px, normalised with `{config.normalisation}` "
         f"{config.normalisation_params or ''}.",

@@ -248,6 +248,9 @@ def test_fine_tuning_can_extend_a_trained_network_with_a_deflector_subtracted_vi
     assert "new parameters deflector_stem.weight start at zero; scores unchanged" in out
     assert child.config.arch_kwargs["deflector_subtracted"] is True
     assert child.module.deflector_stem.weight.abs().sum() > 0  # the new stem trained
+    from lensnet.card import render_card
+
+    assert "- Architecture `lensresnet-tiny` with `deflector_subtracted: True` (" in render_card(tmp_path / "child")
     # an added keyword that reshapes or changes the parent's weights is refused before training
     with pytest.raises(ValueError, match="reshape weights of parent"):
         train(TrainConfig(out=str(tmp_path / "wider"), init_from=str(parent), arch_kwargs={"widths": [8, 16, 64]},
