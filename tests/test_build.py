@@ -234,3 +234,22 @@ def test_only_the_shipped_models_cards_point_at_make_train_default(tiny_model, t
     assert "make train-default" not in card and "Reproduce: the command above" in card
     (copy / lensbuild.BUILD_FILE).write_text(json.dumps({"recipe_sha256": "x", "invocations": [], "finished": False}))
     assert "Reproduce: the command above" in render_card(copy)  # an unfinished build is not quoted
+
+
+def test_the_deflector_ab_recipes_differ_only_in_the_deflector_subtracted_view():
+    # The README quotes the paired difference of these two arms as the effect of the view alone:
+    # the recipes must stay identical in everything else, and parse as training configs.
+    from lensnet.train import check_config, config_from_mapping
+
+    arms = {arm: yaml.safe_load((ROOT / "lensnet" / "recipes" / f"deflector-ab-{arm}.yaml").read_text())
+            for arm in ("plain", "subtracted")}
+    assert arms["subtracted"].pop("arch_kwargs") == {"deflector_subtracted": True}
+    assert "arch_kwargs" not in arms["plain"]
+    for arm, recipe in arms.items():
+        assert recipe.pop("name") == f"deflector-ab-{arm}" and recipe.pop("out") == f"runs/deflector-ab-{arm}"
+    assert arms["plain"] == arms["subtracted"]
+    for arm in arms:
+        config = config_from_mapping(yaml.safe_load((ROOT / "lensnet" / "recipes" / f"deflector-ab-{arm}.yaml")
+                                                    .read_text()))
+        check_config(config)
+        assert config.normalisation == "asinh_stretch" and config.init_from is None
