@@ -235,9 +235,7 @@ def train(config: TrainConfig, command: str | None = None) -> Path:
     """
     check_config(config)  # before any stamp is loaded or simulated
     config = _with_init_checkpoint_settings(config)
-    if config.arch_kwargs.get("deflector_subtracted") and config.normalisation != "asinh_stretch":
-        raise ValueError("deflector_subtracted inverts the asinh_stretch normalisation; this recipe normalises "
-                         f"with {config.normalisation}")
+    _check_architecture(config)
     if config.threads:
         torch.set_num_threads(config.threads)
     # Data first: simulating in worker processes must happen before CUDA is initialised.
@@ -290,6 +288,7 @@ def check_config(config: TrainConfig) -> None:
             raise ValueError(error.args[0]) from None
         if config.normalisation not in NORMALISATIONS:
             raise ValueError(f"unknown normalisation {config.normalisation!r}; known: {', '.join(NORMALISATIONS)}")
+        _check_architecture(config)
 
 
 def _with_init_checkpoint_settings(config: TrainConfig) -> TrainConfig:
@@ -297,17 +296,47 @@ def _with_init_checkpoint_settings(config: TrainConfig) -> TrainConfig:
     if not config.init_from:
         return config
     source = load_config(config.init_from)
+    clashing = {key: (value, source.arch_kwargs[key]) for key, value in config.arch_kwargs.items()
+                if key in source.arch_kwargs and source.arch_kwargs[key] != value}
+    if clashing:
+        raise ValueError(f"arch_kwargs {', '.join(f'{key}={mine!r}' for key, (mine, _) in clashing.items())} "
+                         f"differ from {config.init_from}'s "
+                         f"{', '.join(f'{key}={theirs!r}' for key, (_, theirs) in clashing.items())}: a fine-tune "
+                         "keeps its checkpoint's architecture and may only add keywords")
     # keywords the checkpoint does not set extend its architecture (checked in _init_module)
     added = {key: value for key, value in config.arch_kwargs.items() if key not in source.arch_kwargs}
+    if added and config.freeze_backbone:
+        raise ValueError("--freeze-backbone would keep the layers that arch_kwargs "
+                         f"{', '.join(added)} add at their zero start: drop one or the other")
     inherited = {"architecture": source.architecture, "arch_kwargs": {**source.arch_kwargs, **added},
                  "normalisation": source.normalisation, "normalisation_params": dict(source.normalisation_params)}
-    changed = [key for key, value in inherited.items() if getattr(config, key) != value]
+    changed = [key for key, value in inherited.items()
+               if getattr(config, key) != value and not (key == "arch_kwargs" and added)]
     if changed:
         print(f"--init-from {config.init_from}: using its {', '.join(changed)}", flush=True)
     if added:
         print(f"--init-from {config.init_from}: extending its architecture with "
               f"{', '.join(f'{key}={value!r}' for key, value in added.items())}", flush=True)
     return dataclasses.replace(config, **inherited)
+
+
+def _check_architecture(config: TrainConfig) -> None:
+    """Raise ``ValueError`` before any stamp is loaded when the architecture keywords cannot build the
+    network (an unknown keyword, say) or ``deflector_subtracted`` meets a normalisation it cannot invert."""
+    from lensnet.models import create_model
+
+    if config.arch_kwargs.get("deflector_subtracted") and config.normalisation != "asinh_stretch":
+        source = f"{config.init_from}'s normalisation" if config.init_from else "this recipe normalises with"
+        raise ValueError(f"deflector_subtracted inverts the asinh_stretch normalisation; {source} "
+                         f"{config.normalisation}")
+    if not config.arch_kwargs:
+        return
+    try:
+        with torch.device("meta"):  # shapes only: nothing is allocated
+            create_model(config.architecture, **config.arch_kwargs)
+    except TypeError as error:  # an unknown or mistyped keyword; anything else surfaces at the real build
+        raise ValueError(f"{config.architecture} cannot be built with arch_kwargs {config.arch_kwargs}: {error}") \
+            from None
 
 
 def _init_module(model_config: ModelConfig, parent: LoadedModel) -> nn.Module:
@@ -339,8 +368,8 @@ def _init_module(model_config: ModelConfig, parent: LoadedModel) -> nn.Module:
         raise ValueError(f"arch_kwargs {added} change {parent.config.name}'s scores before any training "
                          f"(largest logit change {float((before - after).abs().max()):.3g}); only an extension "
                          "that starts at zero can be added to a trained network")
-    print(f"extended {parent.config.name} with {added}: new parameters {', '.join(missing)} start at zero; "
-          "scores unchanged", flush=True)
+    new = f"new parameters {', '.join(missing)} start at zero" if missing else "no new parameters"
+    print(f"extended {parent.config.name} with {added}: {new}; scores unchanged", flush=True)
     return module
 
 

@@ -253,7 +253,7 @@ def test_deflector_subtraction_cancels_a_red_deflector_and_keeps_a_blue_ring() -
     from lensnet.models.lensresnet import DeflectorSubtraction
     from lensnet.preprocess import asinh_stretch
 
-    ys, xs = np.mgrid[:64, :64] - 32.0
+    ys, xs = np.mgrid[:64, :64] - 31.5  # where the simulator centres an object in an even stamp
     radius = np.hypot(xs, ys)
     deflector = 2000.0 * np.exp(-0.5 * (radius / 3.0) ** 2)
     ring = 40.0 * np.exp(-0.5 * ((radius - 9.0) / 1.0) ** 2)
@@ -271,6 +271,11 @@ def test_deflector_subtraction_cancels_a_red_deflector_and_keeps_a_blue_ring() -
     assert residual[core].abs().mean() < 0.5
     on_ring = (radius > 8) & (radius < 10)
     assert float(residual[1, 0][torch.from_numpy(on_ring)].mean()) > 3 * float(residual[0, 0][torch.from_numpy(on_ring)].abs().mean())
+    # centred like the stamps, the view commutes with the augmentations' quarter turns and flips
+    view = DeflectorSubtraction(bands=3)
+    torch.testing.assert_close(view(torch.rot90(stretched, 1, (-2, -1))), torch.rot90(residual, 1, (-2, -1)),
+                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(view(stretched.flip(-1)), residual.flip(-1), rtol=1e-4, atol=1e-4)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.isfinite(DeflectorSubtraction(bands=3)(stretched.bfloat16() * 40)).all()
     with pytest.raises(ValueError, match="at least 2 bands"):
@@ -280,6 +285,12 @@ def test_deflector_subtraction_cancels_a_red_deflector_and_keeps_a_blue_ring() -
 def test_a_deflector_subtracted_stem_starts_at_zero_so_an_extended_network_scores_as_before() -> None:
     torch.manual_seed(0)
     plain = create_model("lensresnet-fast", bands=3).eval()
+    torch.manual_seed(0)
+    extended = create_model("lensresnet-fast", bands=3, deflector_subtracted=True).eval()
+    # from one seed, every shared layer starts from the same weights, so an A/B of the view is paired
+    for key, value in plain.state_dict().items():
+        assert torch.equal(extended.state_dict()[key], value), key
+    torch.manual_seed(1)
     extended = create_model("lensresnet-fast", bands=3, deflector_subtracted=True).eval()
     missing, unexpected = extended.load_state_dict(plain.state_dict(), strict=False)
     assert missing == ["deflector_stem.weight"] and not unexpected

@@ -261,3 +261,14 @@ def test_fine_tuning_can_extend_a_trained_network_with_a_deflector_subtracted_vi
     with pytest.raises(ValueError, match="change parent's scores before any training"):
         train(TrainConfig(out=str(tmp_path / "strided"), init_from=str(parent), arch_kwargs={"stem_stride": 2},
                           **settings))
+    # refused before any stamp is loaded: a keyword the architecture does not take, a fine-tune that
+    # would change one its checkpoint sets, a frozen backbone that would keep the extension at zero
+    nowhere = {**settings, "data": str(tmp_path / "no-such-stamps")}
+    with pytest.raises(ValueError, match="lensresnet-tiny cannot be built with arch_kwargs .*bogus"):
+        train(TrainConfig(out=str(tmp_path / "bogus"), init_from=str(parent), arch_kwargs={"bogus": 1}, **nowhere))
+    with pytest.raises(ValueError, match="deflector_subtracted=False differ from .*deflector_subtracted=True"):
+        train(TrainConfig(out=str(tmp_path / "undo"), init_from=str(tmp_path / "child"),
+                          arch_kwargs={"deflector_subtracted": False}, **nowhere))
+    with pytest.raises(ValueError, match="--freeze-backbone would keep the layers"):
+        train(TrainConfig(out=str(tmp_path / "frozen"), init_from=str(parent), freeze_backbone=True,
+                          arch_kwargs={"deflector_subtracted": True}, **nowhere))

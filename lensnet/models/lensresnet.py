@@ -45,7 +45,8 @@ class DeflectorSubtraction(nn.Module):
     Input is ``asinh_stretch`` output, ``arcsinh(flux / (scale * sigma))`` per band, so
     ``sinh`` recovers each band's flux in units of its own softening. In those units the
     deflector's colour is the least-squares ratio ``alpha_b`` of band ``b`` to the reference
-    band over the central ``(2 r + 1)^2`` pixels, where the deflector dominates; the output is
+    band over the central pixels (``2 r + 1`` across for an odd stamp size, ``2 r + 2`` for an
+    even one, centred where stamps put the object), where the deflector dominates; the output is
     ``arcsinh(flux_b - alpha_b * flux_ref)`` for every band but the reference. A red deflector
     then cancels and blue arcs stay, which the network cannot compute from the stretched bands
     themselves: a difference of fluxes is not a linear function of their arcsinh.
@@ -70,7 +71,9 @@ class DeflectorSubtraction(nn.Module):
             flux = torch.sinh(x.float().clamp(-self.MAX_STRETCHED, self.MAX_STRETCHED))
             height, width = flux.shape[-2:]
             r = min(self.core_radius_px, (height - 1) // 2, (width - 1) // 2)
-            core = flux[..., height // 2 - r:height // 2 + r + 1, width // 2 - r:width // 2 + r + 1]
+            # centred on ((n - 1) / 2), where stamps put the object: 2r + 1 pixels across for odd
+            # sizes, 2r + 2 for even ones, so that the view commutes with flips and quarter turns
+            core = flux[..., (height - 1) // 2 - r:height // 2 + r + 1, (width - 1) // 2 - r:width // 2 + r + 1]
             reference = flux[:, self.reference_band:self.reference_band + 1]
             core_reference = core[:, self.reference_band:self.reference_band + 1]
             others = flux[:, self.others]
@@ -102,13 +105,6 @@ class LensResNet(nn.Module):
     ):
         super().__init__()
         self.stem = nn.Conv2d(bands, widths[0], stem_kernel, stem_stride, stem_kernel // 2, bias=False)
-        self.deflector = DeflectorSubtraction(bands) if deflector_subtracted else None
-        self.deflector_stem = (
-            nn.Conv2d(bands - 1, widths[0], stem_kernel, stem_stride, stem_kernel // 2, bias=False)
-            if deflector_subtracted else None
-        )
-        if self.deflector_stem is not None:
-            nn.init.zeros_(self.deflector_stem.weight)
         stages: list[nn.Module] = []
         in_channels = widths[0]
         for index, width in enumerate(widths):
@@ -125,6 +121,14 @@ class LensResNet(nn.Module):
             nn.Dropout(dropout),
             nn.Linear(in_channels, 1),
         )
+        # Built last, so every other layer draws the same initial weights with or without it.
+        self.deflector = DeflectorSubtraction(bands) if deflector_subtracted else None
+        self.deflector_stem = (
+            nn.Conv2d(bands - 1, widths[0], stem_kernel, stem_stride, stem_kernel // 2, bias=False)
+            if deflector_subtracted else None
+        )
+        if self.deflector_stem is not None:
+            nn.init.zeros_(self.deflector_stem.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.stem(x)
