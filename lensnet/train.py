@@ -235,7 +235,8 @@ def train(config: TrainConfig, command: str | None = None) -> Path:
     """
     check_config(config)  # before any stamp is loaded or simulated
     config = _with_init_checkpoint_settings(config)
-    _check_architecture(config)
+    if config.init_from:  # check_config checked a recipe's own architecture; this is the checkpoint's, extended
+        _check_architecture(config)
     if config.threads:
         torch.set_num_threads(config.threads)
     # Data first: simulating in worker processes must happen before CUDA is initialised.
